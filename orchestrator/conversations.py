@@ -7,6 +7,7 @@ carries the result of a call, with ``tool_name`` naming the function that produc
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,8 +28,6 @@ class ToolCall:
         fn = data.get("function", data)
         args = fn.get("arguments") or {}
         if isinstance(args, str):  # OpenAI-style payloads carry arguments as a JSON string
-            import json
-
             try:
                 args = json.loads(args)
             except ValueError:
@@ -82,3 +81,13 @@ class Conversation:
         """The system prompt: every system message joined, as Ollama joins them."""
         parts = [m.content for m in self.messages if m.role == "system" and m.content]
         return "\n\n".join(parts) if parts else None
+
+
+@dataclass
+class SkippedRecord:
+    """A record a source could not turn into a conversation: counted and reported, never dropped silently."""
+
+    source: str
+    record: str
+    reason: str
+    detail: str = ""

@@ -1,0 +1,59 @@
+"""`orchestrator run [RECIPE]`: run a recipe's stages (the quickstart when no recipe is given)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run a recipe: data -> train -> merge",
+                       description="Run a pipeline recipe. Without RECIPE, the offline quickstart runs.")
+    p.add_argument("recipe", nargs="?", default=None,
+                   help="a shipped recipe's name (quickstart, ...) or a path to a recipe YAML")
+    p.add_argument("--dry-run", action="store_true", help="print the LLaMA-Factory YAML and run nothing")
+    p.add_argument("--force", action="store_true", help="rerun every stage, even those already done")
+    p.set_defaults(handler=handle)
+
+
+class ConsoleReporter:
+    """Stage lines and a live training line (step/total, loss, ETA) on stderr."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True, highlight=False)
+        self._last_step = -1
+
+    def stage(self, name: str, status: str, message: str = "") -> None:
+        style = {"done": "green", "failed": "red", "skipped": "dim"}.get(status, "bold")
+        self.console.print(f"[{style}]{name:<6} {status}[/{style}] {message}".rstrip())
+
+    def progress(self, p) -> None:
+        if p.step == self._last_step:
+            return
+        self._last_step = p.step
+        loss = f"{p.loss:.4f}" if p.loss is not None else "-"
+        self.console.print(f"  step {p.step}/{p.total}  loss {loss}  elapsed {p.elapsed}  eta {p.remaining}")
+
+    def info(self, message: str) -> None:
+        self.console.print(f"  {message}", markup=False)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from orchestrator import pipeline
+
+    reporter = ConsoleReporter()
+    ctx = pipeline.prepare(args.recipe, reporter)
+    if args.dry_run:
+        for name, text in pipeline.dry_run(ctx).items():
+            print(f"# {ctx.run_dir / name}")
+            print(text)
+        return 0
+    reporter.info(f"recipe {ctx.recipe_path} -> {ctx.run_dir} on {ctx.hardware.describe()}")
+    result = pipeline.run_pipeline(ctx, force=args.force)
+    print(f"run finished: {result.run_dir} (manifest: {result.manifest})", file=sys.stdout)
+    merged = ctx.merged_dir
+    if "merge" in result.stages and merged.is_dir():
+        print(f"merged model: {merged}")
+    return 0

@@ -1,0 +1,93 @@
+"""``orchestrator sessions``: list the recorded chat sessions; ``sessions show ID`` prints one."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from orchestrator.commands.chat import format_call
+from orchestrator.memory import DEFAULT_DB
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "sessions",
+        help="list recorded chat sessions (`sessions show ID` prints one)",
+        description="List the chat sessions recorded in the memory database, the most recent first.",
+    )
+    db_help = f"memory database (default: {DEFAULT_DB})"
+    parser.add_argument("--db", metavar="PATH", default=str(DEFAULT_DB), help=db_help)
+    actions = parser.add_subparsers(dest="sessions_action", metavar="ACTION")
+    show = actions.add_parser(
+        "show", help="print every turn of one session", description="Print every turn of a session."
+    )
+    show.add_argument("session_id", metavar="ID", help="the session (see `orchestrator sessions`)")
+    show.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS, help=db_help)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from orchestrator.errors import UsageError
+    from orchestrator.memory import MemoryStore
+
+    console = Console(highlight=False)
+    db = Path(args.db)
+    if not db.exists():  # do not create an empty database just to read it
+        if args.sessions_action == "show":
+            raise UsageError(
+                f"no session {args.session_id!r}: {db} does not exist; run `orchestrator sessions` to list"
+            )
+        console.print(f"no sessions yet: {db} does not exist (start one with `orchestrator chat --model qwen3:4b`)")
+        return 0
+    with MemoryStore(db) as store:
+        if args.sessions_action == "show":
+            _show(console, store, args.session_id)
+        else:
+            _list(console, store)
+    return 0
+
+
+def _list(console: Any, store: Any) -> None:
+    from rich.table import Table
+
+    sessions = store.sessions()
+    if not sessions:
+        console.print(f"no sessions yet in {store.path}")
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("ID", no_wrap=True)
+    table.add_column("MODEL", no_wrap=True)
+    table.add_column("TURNS", justify="right", no_wrap=True)
+    table.add_column("UPDATED", no_wrap=True)
+    table.add_column("TITLE", overflow="ellipsis", no_wrap=True)
+    for info in sessions:
+        table.add_row(info.id, info.model or "-", str(info.turns), _local_time(info.updated_at), info.title or "")
+    console.print(table)
+
+
+def _show(console: Any, store: Any, session_id: str) -> None:
+    from rich.text import Text
+
+    conversation = store.conversation(session_id)  # UsageError naming the id when unknown
+    console.print(Text(f"session {conversation.id} · {conversation.model or '-'}", style="bold"))
+    for message in conversation.messages:
+        header = message.role if not message.tool_name else f"{message.role} ({message.tool_name})"
+        console.print()
+        console.print(Text(f"── {header}", style="bold cyan"))
+        if message.thinking:
+            console.print(Text(message.thinking, style="dim"), soft_wrap=True)
+        if message.content:
+            console.print(Text(message.content), soft_wrap=True)
+        for call in message.tool_calls:
+            console.print(Text(f"→ {format_call(call.name, call.arguments)}", style="yellow"), soft_wrap=True)
+
+
+def _local_time(stamp: str) -> str:
+    try:
+        return datetime.fromisoformat(stamp).astimezone().strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return stamp

@@ -1,0 +1,217 @@
+"""Recipe -> LLaMA-Factory YAML, and running ``llamafactory-cli`` while following its trainer log.
+
+LLaMA-Factory does the training; this module only writes its config, starts it with an argument
+list, sends its raw output to a log file and reads ``trainer_log.jsonl`` for progress.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import StageError, UsageError
+from orchestrator.hardware import Hardware
+from orchestrator.recipe import Recipe
+
+log = logging.getLogger(__name__)
+ERROR_LINE = re.compile(r"^\s*([\w.]+(Error|Exception|Interrupt)|RuntimeError|OSError|Killed)\b.*")
+
+
+def train_config(recipe: Recipe, hw: Hardware, *, model_path: str, dataset_dir: Path, output_dir: Path) -> dict:
+    """The ``llamafactory-cli train`` config for a recipe on the given hardware."""
+    t = recipe.train
+    config: dict[str, Any] = {
+        "model_name_or_path": model_path,
+        "trust_remote_code": recipe.model.trust_remote_code,
+        "stage": "sft",
+        "do_train": True,
+        "finetuning_type": "lora",
+        "lora_rank": t.lora_rank,
+        "lora_alpha": t.lora_alpha or 2 * t.lora_rank,
+        "lora_dropout": t.lora_dropout,
+        "lora_target": t.lora_target,
+        "dataset": recipe.dataset_name,
+        "dataset_dir": str(dataset_dir),
+        "template": recipe.model.resolved_template,
+        "cutoff_len": t.cutoff_len,
+        "overwrite_cache": True,
+        "output_dir": str(output_dir),
+        "logging_steps": t.logging_steps,
+        "save_steps": t.save_steps,
+        "plot_loss": True,
+        "overwrite_output_dir": True,
+        "save_only_model": False,
+        "report_to": "none",
+        "per_device_train_batch_size": t.per_device_train_batch_size,
+        "gradient_accumulation_steps": t.gradient_accumulation_steps,
+        "learning_rate": t.learning_rate,
+        "lr_scheduler_type": t.lr_scheduler_type,
+        "warmup_ratio": t.warmup_ratio,
+        "seed": t.seed,
+    }
+    if recipe.model.resolved_template == "qwen3":
+        config["enable_thinking"] = recipe.model.enable_thinking
+    if t.max_steps:
+        config["max_steps"] = t.max_steps
+    else:
+        config["num_train_epochs"] = t.num_train_epochs
+    if t.max_samples:
+        config["max_samples"] = t.max_samples
+    if t.val_size:
+        config.update(val_size=t.val_size, per_device_eval_batch_size=t.per_device_train_batch_size,
+                      eval_strategy="steps", eval_steps=t.save_steps)
+    config.update(_hardware_keys(recipe, hw))
+    config.update(recipe.llamafactory)
+    return config
+
+
+def _hardware_keys(recipe: Recipe, hw: Hardware) -> dict[str, Any]:
+    keys: dict[str, Any] = {}
+    if hw.precision != "fp32":
+        keys[hw.precision] = True
+    if hw.backend == "rocm":
+        keys["flash_attn"] = "sdpa"  # flash-attn wheels for ROCm are opt-in; SDPA always works
+    if recipe.method == "qlora":
+        if hw.backend == "cpu":
+            raise UsageError("method: qlora needs a GPU (bitsandbytes 4-bit); use method: lora on the CPU")
+        keys.update(quantization_bit=4, quantization_method="bnb", double_quantization=True)
+    return keys
+
+
+def export_config(recipe: Recipe, *, model_path: str, adapter_dir: Path, export_dir: Path) -> dict:
+    """The ``llamafactory-cli export`` config: merge the adapter onto the unquantized base (also after QLoRA)."""
+    config: dict[str, Any] = {
+        "model_name_or_path": model_path,
+        "adapter_name_or_path": str(adapter_dir),
+        "template": recipe.model.resolved_template,
+        "trust_remote_code": recipe.model.trust_remote_code,
+        "finetuning_type": "lora",
+        "export_dir": str(export_dir),
+        "export_size": 5,
+        "export_device": "cpu",
+        "export_legacy_format": False,
+    }
+    config.update(recipe.llamafactory_export)
+    return config
+
+
+def cli_path() -> str:
+    """The ``llamafactory-cli`` of this Python environment, else the one on PATH."""
+    beside = Path(sys.executable).with_name("llamafactory-cli")
+    found = str(beside) if beside.is_file() else shutil.which("llamafactory-cli")
+    if not found:
+        raise StageError("llamafactory-cli was not found; install the train extra: pip install -e '.[train]'")
+    return found
+
+
+def subprocess_env(model_path: str, hw: Hardware) -> dict[str, str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+    if Path(model_path).is_dir():
+        env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")  # a local model needs no hub round trips
+    if hw.backend == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""  # hardware: cpu on a GPU machine really means the CPU
+    return env
+
+
+@dataclass
+class Progress:
+    step: int
+    total: int
+    loss: float | None
+    elapsed: str
+    remaining: str
+    epoch: float | None = None
+
+
+def read_trainer_log(path: Path) -> list[dict[str, Any]]:
+    """Every complete record of a trainer_log.jsonl (a half-written last line is left for the next read)."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
+
+
+def run_cli(
+    command: str,
+    config_path: Path,
+    log_path: Path,
+    *,
+    env: dict[str, str],
+    trainer_log: Path | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    poll_seconds: float = 1.0,
+) -> None:
+    """Run ``llamafactory-cli <command> <config>``; raw output to ``log_path``; raise StageError on failure."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    argv = [cli_path(), command, str(config_path)]
+    log.info("running %s (log: %s)", " ".join(argv), log_path)
+    seen = 0
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, cwd=config_path.parent, start_new_session=True)
+        try:
+            while proc.poll() is None:
+                time.sleep(poll_seconds)
+                seen = _report(trainer_log, seen, on_progress)
+        except BaseException:
+            _stop(proc)
+            raise
+    _report(trainer_log, seen, on_progress)
+    if proc.returncode != 0:
+        raise StageError(f"llamafactory-cli {command} failed (exit {proc.returncode}): "
+                         f"{' | '.join(error_lines(log_path))}\n  full log: {log_path}")
+
+
+def _report(trainer_log: Path | None, seen: int, on_progress: Callable[[Progress], None] | None) -> int:
+    if trainer_log is None or on_progress is None:
+        return seen
+    records = read_trainer_log(trainer_log)
+    for rec in records[seen:]:
+        if "current_steps" in rec:
+            on_progress(Progress(rec["current_steps"], rec.get("total_steps", 0), rec.get("loss"),
+                                 rec.get("elapsed_time", ""), rec.get("remaining_time", ""), rec.get("epoch")))
+    return len(records)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Ctrl-C or an error here: stop LLaMA-Factory (and its workers) instead of leaving it running."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=15)
+    except (subprocess.TimeoutExpired, ProcessLookupError):
+        with_kill = getattr(signal, "SIGKILL", signal.SIGTERM)
+        try:
+            os.killpg(proc.pid, with_kill)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+def error_lines(log_path: Path, limit: int = 3) -> list[str]:
+    """The last meaningful error lines of a LLaMA-Factory log: exception lines first, else its tail."""
+    try:
+        lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return ["(no log was written)"]
+    lines = [ln.rstrip() for ln in lines if ln.strip() and "%|" not in ln]
+    errors = [ln.strip() for ln in lines if ERROR_LINE.match(ln)]
+    picked = errors[-limit:] if errors else [ln.strip() for ln in lines[-limit:]]
+    return picked or ["(the log is empty)"]

@@ -1,0 +1,1 @@
+"""Talking to an Ollama server over its HTTP API."""

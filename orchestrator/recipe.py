@@ -1,0 +1,225 @@
+"""The pipeline recipe: a pydantic schema with the defaults and help in one place.
+
+Knobs that belong to LLaMA-Factory keep LLaMA-Factory's names (``lora_rank``, ``cutoff_len``...), so a
+recipe reads like its docs; anything else of LLaMA-Factory's goes verbatim through ``llamafactory:``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from orchestrator.errors import RecipeError
+
+STAGES = ("data", "train", "merge", "gguf", "register")
+BUILT_STAGES = ("data", "train", "merge")
+TINY_MODEL = "tiny-qwen3"
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "recipes"
+DEFAULT_RECIPE = "quickstart"
+GGUF_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1",
+              "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k", "q3_k_m", "q2_k")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ModelSpec(Section):
+    name_or_path: str = Field(description=f"Hub id, local folder, or '{TINY_MODEL}' (a tiny random Qwen3 built locally)")
+    template: Literal["qwen3", "qwen3_nothink"] | None = Field(
+        None, description="LLaMA-Factory chat template; chosen from the model name when omitted")
+    enable_thinking: bool = Field(True, description="qwen3 template: train the <think> block (LLaMA-Factory's key)")
+    trust_remote_code: bool = Field(False, description="Passed to LLaMA-Factory")
+
+    @property
+    def resolved_template(self) -> str:
+        if self.template:
+            return self.template
+        name = self.name_or_path.lower()
+        # Instruct-2507 models have no thinking mode; every other Qwen3 uses the reasoning template.
+        return "qwen3_nothink" if "instruct-2507" in name else "qwen3"
+
+    @property
+    def keeps_thinking(self) -> bool:
+        return self.resolved_template == "qwen3" and self.enable_thinking
+
+
+class FileSource(Section):
+    type: Literal["file"]
+    path: str = Field(description="A .json or .jsonl file of conversations (Ollama/OpenAI messages or ShareGPT)")
+
+
+class MemorySource(Section):
+    type: Literal["memory"]
+    path: str = Field("data/ollama_memory.db", description="The memory store written by `orchestrator chat`")
+    sessions: list[str] | None = Field(None, description="Only these session ids (all when omitted)")
+
+
+Source = Annotated[FileSource | MemorySource, Field(discriminator="type")]
+
+
+class DataSpec(Section):
+    name: str | None = Field(None, description="Dataset name in dataset_info.json (default: the recipe's name)",
+                             pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    dataset_dir: str = Field("data", description="Folder of dataset_info.json and the exported .jsonl")
+    sources: list[Source] = Field(min_length=1, description="Where the conversations come from")
+
+
+class TrainSpec(Section):
+    num_train_epochs: float = Field(3.0, gt=0)
+    max_steps: int | None = Field(None, gt=0, description="When set, wins over num_train_epochs")
+    learning_rate: float = Field(1e-4, gt=0)
+    cutoff_len: int = Field(2048, ge=16, description="Tokens per example; longer ones are cut")
+    lora_rank: int = Field(8, gt=0)
+    lora_alpha: int | None = Field(None, gt=0, description="Default: 2 x lora_rank")
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    lora_target: str = Field("all", description="'all' or a comma-separated list of module names")
+    per_device_train_batch_size: int = Field(1, gt=0)
+    gradient_accumulation_steps: int = Field(8, gt=0)
+    val_size: float = Field(0.0, ge=0, lt=1, description="Share of the data held out for evaluation")
+    lr_scheduler_type: str = "cosine"
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    logging_steps: int = Field(5, gt=0)
+    save_steps: int = Field(500, gt=0)
+    seed: int = 42
+    max_samples: int | None = Field(None, gt=0, description="Use at most this many examples")
+
+
+class GGUFSpec(Section):
+    type: Literal[GGUF_TYPES] = Field("q8_0", description="GGUF tensor type")  # type: ignore[valid-type]
+
+
+class OllamaSpec(Section):
+    name: str | None = Field(None, description="Model name in Ollama (default: the recipe's name)")
+    host: str | None = Field(None, description="Ollama server (default: OLLAMA_HOST, then 127.0.0.1:11434)")
+    serve: Literal["merged", "adapter"] = Field("merged", description="A merged GGUF, or base model + GGUF adapter")
+    base_model: str | None = Field(None, description="Ollama base model for serve: adapter")
+    system: str | None = None
+    num_ctx: int | None = Field(None, gt=0)
+    parameters: dict[str, Any] = Field(default_factory=dict, description="Extra PARAMETER values")
+
+
+class Recipe(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Run name: llama_factory_data/runs/<name>")
+    model: ModelSpec
+    method: Literal["lora", "qlora"] = Field("lora", description="qlora: 4-bit bitsandbytes base while training")
+    hardware: Literal["auto", "cuda", "rocm", "cpu"] = "auto"
+    stages: list[Literal[STAGES]] = Field(list(BUILT_STAGES), min_length=1)  # type: ignore[valid-type]
+    runs_dir: str = Field("llama_factory_data/runs", description="Where run folders are made")
+    data: DataSpec
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    gguf: GGUFSpec = Field(default_factory=GGUFSpec)
+    ollama: OllamaSpec = Field(default_factory=OllamaSpec)
+    llamafactory: dict[str, Any] = Field(default_factory=dict, description="Further train keys, verbatim")
+    llamafactory_export: dict[str, Any] = Field(default_factory=dict, description="Further export keys, verbatim")
+
+    @field_validator("stages")
+    @classmethod
+    def _stage_order(cls, stages: list[str]) -> list[str]:
+        order = [STAGES.index(s) for s in stages]
+        if order != sorted(set(order)):
+            raise ValueError(f"stages must be distinct and in pipeline order: {', '.join(STAGES)}")
+        return stages
+
+    @model_validator(mode="after")
+    def _check(self) -> Recipe:
+        if self.ollama.serve == "adapter" and "register" in self.stages and not self.ollama.base_model:
+            raise ValueError("ollama.serve: adapter needs ollama.base_model (the Ollama model the adapter goes on)")
+        return self
+
+    @property
+    def dataset_name(self) -> str:
+        return self.data.name or self.name
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.name
+
+
+def resolve_recipe_path(ref: str | Path | None) -> Path:
+    """A shipped recipe's name (``quickstart``) first, then a path."""
+    ref = str(ref or DEFAULT_RECIPE)
+    path = Path(ref)
+    if path.suffix not in (".yaml", ".yml") and "/" not in ref:
+        shipped = SHIPPED_DIR / f"{ref}.yaml"
+        if shipped.is_file():
+            return shipped
+    if path.is_file():
+        return path
+    available = sorted(p.stem for p in SHIPPED_DIR.glob("*.yaml"))
+    raise RecipeError(ref, [f"no such recipe file; shipped recipes: {', '.join(available) or 'none'}"])
+
+
+def load_recipe(ref: str | Path | None = None, overrides: dict[str, Any] | None = None) -> tuple[Recipe, Path]:
+    """Load and validate a recipe; every problem is reported at once in a RecipeError."""
+    path = resolve_recipe_path(ref)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise RecipeError(str(path), [f"{where}not valid YAML ({getattr(exc, 'problem', exc)})"]) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(str(path), [f"cannot read the file ({exc})"]) from exc
+    if not isinstance(data, dict):
+        raise RecipeError(str(path), ["the recipe must be a mapping of keys (name, model, data, ...)"])
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(data, dotted, value)
+    return validate_recipe(data, str(path)), path
+
+
+def validate_recipe(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(source, [_describe(err) for err in exc.errors()]) from None
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = [str(p) for p in err["loc"] if not str(p).startswith(("function-after", "tagged-union"))]
+    key = ".".join(loc).replace(".file.", ".").replace(".memory.", ".") or "(top level)"
+    key = re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", key)
+    if err["type"] == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        allowed = sorted(parent.model_fields) if parent else []
+        close = difflib.get_close_matches(loc[-1], allowed, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        return f"{key}: unknown key; {hint}allowed: {', '.join(allowed)}"
+    if err["type"] == "missing":
+        return f"{key}: required key is missing"
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "string_pattern_mismatch":
+        message = "use letters, digits, '_', '-' and '.', starting with a letter or digit"
+    got = err.get("input")
+    shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+    return f"{key}: {message}{shown}"
+
+
+def _model_at(loc: list[str]) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = Recipe
+    for part in loc:
+        if model is None or part.isdigit() or part not in model.model_fields:
+            if part in ("file", "memory"):
+                model = {"file": FileSource, "memory": MemorySource}[part]
+            continue
+        annotation = model.model_fields[part].annotation
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return model
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    """The resolved recipe as YAML, saved beside the outputs so reruns and later stages read it back."""
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
