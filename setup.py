@@ -18,7 +18,7 @@ TRAIN = [
 setup(
     name="ollama-qwen3-orchestrator",
     version=version["__version__"],
-    description="Turn Ollama conversations into a fine-tuned Qwen3 (LoRA/QLoRA via LLaMA-Factory) served back by Ollama.",
+    description="Ollama conversations -> a fine-tuned Qwen3 (LoRA/QLoRA via LLaMA-Factory) served back by Ollama.",
     long_description=Path("README.md").read_text(encoding="utf-8") if Path("README.md").exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",

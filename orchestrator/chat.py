@@ -139,19 +139,22 @@ class OllamaChat:
         chunks = self.client.chat(
             self.model, self.history, tools=self.tools or None, think=self.think, options=self.options
         )
-        for chunk in chunks:
-            message = chunk.get("message") or {}
-            if message.get("thinking"):
-                thinking.append(message["thinking"])
-                if on_thinking:
-                    on_thinking(message["thinking"])
-            if message.get("content"):
-                content.append(message["content"])
-                if on_content:
-                    on_content(message["content"])
-            calls.extend(ToolCall.from_ollama(call) for call in message.get("tool_calls") or [])
-            if chunk.get("done"):
-                final = chunk
+        try:
+            for chunk in chunks:
+                message = chunk.get("message") or {}
+                if message.get("thinking"):
+                    thinking.append(message["thinking"])
+                    if on_thinking:
+                        on_thinking(message["thinking"])
+                if message.get("content"):
+                    content.append(message["content"])
+                    if on_content:
+                        on_content(message["content"])
+                calls.extend(ToolCall.from_ollama(call) for call in message.get("tool_calls") or [])
+                if chunk.get("done"):
+                    final = chunk
+        finally:
+            chunks.close()  # on Ctrl-C or a callback error: hang up now, so the server stops generating
         if final is None:
             raise OllamaError(f"the answer from Ollama at {self.client.base_url} ended before it was done")
         if final.get("done_reason") == "length":

@@ -72,8 +72,10 @@ class ExportReport:
         for kind, count in self.repaired.most_common():
             out.append(f"  repaired {count:>4}  {kind}")
         if self.long_messages:
-            out.append(f"  note: {self.long_messages} conversations hold a message over {LONG_MESSAGE_CHARS:,} "
-                       "characters; LLaMA-Factory cuts each example at cutoff_len tokens")
+            out.append(
+                f"  note: {self.long_messages} conversations hold a message over {LONG_MESSAGE_CHARS:,} "
+                "characters; LLaMA-Factory cuts each example at cutoff_len tokens"
+            )
         if self.dataset_path:
             out.append(f"  wrote {self.dataset_path} and the '{self.name}' entry of {self.info_path}")
         return out
@@ -121,8 +123,13 @@ def _split_inline_thinking(message: Message, fixes: Counter) -> Message:
     if not match:
         return message
     fixes["inline <think> block moved to thinking"] += 1
-    return Message("assistant", message.content[match.end():], match.group(1).strip() or None,
-                   message.tool_calls, message.tool_name)
+    return Message(
+        "assistant",
+        message.content[match.end() :],
+        match.group(1).strip() or None,
+        message.tool_calls,
+        message.tool_name,
+    )
 
 
 def _is_empty(message: Message) -> bool:
@@ -136,8 +143,9 @@ def _merge_same_role(turns: list[Message], fixes: Counter) -> list[Message]:
     for message in turns:
         last = merged[-1] if merged else None
         if last is None or last.role != message.role or (last.role == "assistant" and last.tool_calls):
-            merged.append(Message(message.role, message.content, message.thinking, list(message.tool_calls),
-                                  message.tool_name))
+            merged.append(
+                Message(message.role, message.content, message.thinking, list(message.tool_calls), message.tool_name)
+            )
             continue
         fixes[f"consecutive {message.role} turns merged"] += 1
         joiner = TOOL_RESULT_JOIN if message.role == "tool" else "\n\n"
@@ -170,17 +178,20 @@ def to_sharegpt(turns: list[Message], system: str, tools: list[dict[str, Any]]) 
             if message.tool_calls:
                 calls = [{"name": c.name, "arguments": c.arguments} for c in message.tool_calls]
                 text = message.content.strip()
-                value += (text + "\n" if text else "") + f"<tool_call>{json.dumps(calls, ensure_ascii=False)}</tool_call>"
+                value += (text + "\n" if text else "") + f"<tool_call>{json.dumps(calls, ensure_ascii=False)}"
+                value += "</tool_call>"
                 out.append({"from": "function_call", "value": value})
             else:
                 out.append({"from": "gpt", "value": value + message.content})
-    return {"conversations": out, "system": system,
-            "tools": json.dumps(tools, ensure_ascii=False) if tools else ""}
+    return {"conversations": out, "system": system, "tools": json.dumps(tools, ensure_ascii=False) if tools else ""}
 
 
 def dataset_entry(file_name: str) -> dict[str, Any]:
-    return {"file_name": file_name, "formatting": "sharegpt",
-            "columns": {"messages": "conversations", "system": "system", "tools": "tools"}}
+    return {
+        "file_name": file_name,
+        "formatting": "sharegpt",
+        "columns": {"messages": "conversations", "system": "system", "tools": "tools"},
+    }
 
 
 def update_dataset_info(dataset_dir: Path, name: str, entry: dict[str, Any]) -> Path:
@@ -235,8 +246,10 @@ def export_dataset(
             handle.write(line + "\n")
             report.written += 1
         if report.written == 0:
-            raise UsageError(f"dataset {name}: none of the {report.read} conversations read can be trained on "
-                             f"({_reasons(report)}); nothing was written")
+            raise UsageError(
+                f"dataset {name}: none of the {report.read} conversations read can be trained on "
+                f"({_reasons(report)}); nothing was written"
+            )
     report.dataset_path = target
     report.info_path = update_dataset_info(dataset_dir, name, dataset_entry(target.name))
     return report

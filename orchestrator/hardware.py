@@ -29,7 +29,7 @@ class Hardware:
     def describe(self) -> str:
         if self.backend == "cpu":
             return "CPU (fp32)"
-        names = ", ".join(f"{n} ({m:.0f} GiB)" for n, m in zip(self.gpus, self.gpu_memory_gib))
+        names = ", ".join(f"{n} ({m:.0f} GiB)" for n, m in zip(self.gpus, self.gpu_memory_gib, strict=True))
         return f"{self.backend.upper()}: {names} ({self.precision})"
 
     def to_dict(self) -> dict[str, Any]:
@@ -65,5 +65,6 @@ def resolve(requested: str, detected: Hardware | None = None) -> Hardware:
         "cuda": "install a CUDA build of torch and check `nvidia-smi`",
         "rocm": "install a ROCm build of torch and check `rocm-smi`",
     }[requested]
-    raise UsageError(f"hardware: {requested} was asked for but this machine offers {found.describe()}; "
-                     f"{hint}, or set hardware: auto")
+    raise UsageError(
+        f"hardware: {requested} was asked for but this machine offers {found.describe()}; {hint}, or set hardware: auto"
+    )

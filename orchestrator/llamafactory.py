@@ -69,8 +69,12 @@ def train_config(recipe: Recipe, hw: Hardware, *, model_path: str, dataset_dir: 
     if t.max_samples:
         config["max_samples"] = t.max_samples
     if t.val_size:
-        config.update(val_size=t.val_size, per_device_eval_batch_size=t.per_device_train_batch_size,
-                      eval_strategy="steps", eval_steps=t.save_steps)
+        config.update(
+            val_size=t.val_size,
+            per_device_eval_batch_size=t.per_device_train_batch_size,
+            eval_strategy="steps",
+            eval_steps=t.save_steps,
+        )
     config.update(_hardware_keys(recipe, hw))
     config.update(recipe.llamafactory)
     return config
@@ -163,8 +167,15 @@ def run_cli(
     log.info("running %s (log: %s)", " ".join(argv), log_path)
     seen = 0
     with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, cwd=config_path.parent, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=config_path.parent,
+            start_new_session=True,
+        )
         try:
             while proc.poll() is None:
                 time.sleep(poll_seconds)
@@ -174,8 +185,10 @@ def run_cli(
             raise
     _report(trainer_log, seen, on_progress)
     if proc.returncode != 0:
-        raise StageError(f"llamafactory-cli {command} failed (exit {proc.returncode}): "
-                         f"{' | '.join(error_lines(log_path))}\n  full log: {log_path}")
+        raise StageError(
+            f"llamafactory-cli {command} failed (exit {proc.returncode}): "
+            f"{' | '.join(error_lines(log_path))}\n  full log: {log_path}"
+        )
 
 
 def _report(trainer_log: Path | None, seen: int, on_progress: Callable[[Progress], None] | None) -> int:
@@ -184,8 +197,16 @@ def _report(trainer_log: Path | None, seen: int, on_progress: Callable[[Progress
     records = read_trainer_log(trainer_log)
     for rec in records[seen:]:
         if "current_steps" in rec:
-            on_progress(Progress(rec["current_steps"], rec.get("total_steps", 0), rec.get("loss"),
-                                 rec.get("elapsed_time", ""), rec.get("remaining_time", ""), rec.get("epoch")))
+            on_progress(
+                Progress(
+                    rec["current_steps"],
+                    rec.get("total_steps", 0),
+                    rec.get("loss"),
+                    rec.get("elapsed_time", ""),
+                    rec.get("remaining_time", ""),
+                    rec.get("epoch"),
+                )
+            )
     return len(records)
 
 

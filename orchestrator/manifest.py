@@ -59,15 +59,19 @@ class Manifest:
         return entry.get("status") == "done" and entry.get("fingerprint") == fp and present
 
     def start(self, name: str, fp: str, inputs: dict[str, Any]) -> float:
-        self.data["stages"][name] = {"status": "running", "fingerprint": fp, "inputs": inputs,
-                                     "started": _now()}
+        self.data["stages"][name] = {"status": "running", "fingerprint": fp, "inputs": inputs, "started": _now()}
         self.save()
         return time.monotonic()
 
     def finish(self, name: str, began: float, outputs: dict[str, Any], details: dict[str, Any]) -> None:
         entry = self.data["stages"][name]
-        entry.update(status="done", finished=_now(), duration_s=round(time.monotonic() - began, 2),
-                     outputs=outputs, details=details)
+        entry.update(
+            status="done",
+            finished=_now(),
+            duration_s=round(time.monotonic() - began, 2),
+            outputs=outputs,
+            details=details,
+        )
         self.save()
 
     def fail(self, name: str, began: float, error: str) -> None:

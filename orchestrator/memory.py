@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -88,12 +89,17 @@ class MemoryStore:
         self._db.row_factory = sqlite3.Row
         try:
             self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            self._db.execute("PRAGMA journal_mode = WAL")
+            self._enable_wal(busy_timeout)
             self._db.execute("PRAGMA foreign_keys = ON")
             self._migrate()
         except sqlite3.DatabaseError as exc:
             self._db.close()
+            if _is_busy(exc):
+                raise OrchestratorError(f"{self.path} stayed locked by another process; try again") from exc
             raise UsageError(f"{self.path}: not a usable conversation database ({exc})") from exc
+        except BaseException:
+            self._db.close()
+            raise
 
     def __repr__(self) -> str:
         return f"MemoryStore({str(self.path)!r})"
@@ -106,6 +112,21 @@ class MemoryStore:
 
     def close(self) -> None:
         self._db.close()
+
+    def _enable_wal(self, timeout: float) -> None:
+        # Switching a new file to WAL answers "locked" at once, without the busy handler, while another
+        # process does the same: retry until the busy timeout.
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                break
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+        if str(mode).lower() != "wal":
+            log.warning("%s: SQLite kept journal mode %s (WAL unsupported here)", self.path, mode)
 
     def _migrate(self) -> None:
         with self._write():
@@ -243,7 +264,7 @@ class _Transaction:
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
+            if _is_busy(exc):
                 raise OrchestratorError(
                     f"{self._path} stayed locked by another writer past the busy timeout; try again"
                 ) from exc
@@ -256,6 +277,10 @@ class _Transaction:
         finally:
             if self._db.in_transaction:  # an error above, or a COMMIT that failed
                 self._db.execute("ROLLBACK")
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def _check_id(session_id: str) -> str:

@@ -85,12 +85,18 @@ class RunContext:
         return str(Path(name).resolve()) if Path(name).exists() else name
 
     def train_config(self) -> dict[str, Any]:
-        return lf.train_config(self.recipe, self.hardware, model_path=self.model_path,
-                               dataset_dir=self.dataset_dir, output_dir=self.adapter_dir)
+        return lf.train_config(
+            self.recipe,
+            self.hardware,
+            model_path=self.model_path,
+            dataset_dir=self.dataset_dir,
+            output_dir=self.adapter_dir,
+        )
 
     def export_config(self) -> dict[str, Any]:
-        return lf.export_config(self.recipe, model_path=self.model_path, adapter_dir=self.adapter_dir,
-                                export_dir=self.merged_dir)
+        return lf.export_config(
+            self.recipe, model_path=self.model_path, adapter_dir=self.adapter_dir, export_dir=self.merged_dir
+        )
 
 
 def stage_data(ctx: RunContext) -> StageResult:
@@ -98,8 +104,12 @@ def stage_data(ctx: RunContext) -> StageResult:
     from orchestrator.sources import read_sources
 
     data = ctx.recipe.data
-    report = export_dataset(read_sources(data.sources), ctx.recipe.dataset_name, ctx.dataset_dir,
-                            keep_thinking=ctx.recipe.model.keeps_thinking)
+    report = export_dataset(
+        read_sources(data.sources),
+        ctx.recipe.dataset_name,
+        ctx.dataset_dir,
+        keep_thinking=ctx.recipe.model.keeps_thinking,
+    )
     for line in report.lines():
         ctx.reporter.info(line)
     return StageResult(
@@ -110,15 +120,20 @@ def stage_data(ctx: RunContext) -> StageResult:
 
 
 def stage_train(ctx: RunContext) -> StageResult:
-    _ensure_model(ctx)
     _check_dataset_registered(ctx)
     config = ctx.train_config()
     config_path = _write_yaml(ctx.run_dir / "train.yaml", config)
     trainer_log = ctx.adapter_dir / "trainer_log.jsonl"
     log_path = ctx.run_dir / "logs" / "train.log"
     ctx.reporter.info(f"training on {ctx.hardware.describe()}; LLaMA-Factory's output goes to {log_path}")
-    lf.run_cli("train", config_path, log_path, env=lf.subprocess_env(ctx.model_path, ctx.hardware),
-               trainer_log=trainer_log, on_progress=ctx.reporter.progress)
+    lf.run_cli(
+        "train",
+        config_path,
+        log_path,
+        env=lf.subprocess_env(ctx.model_path, ctx.hardware),
+        trainer_log=trainer_log,
+        on_progress=ctx.reporter.progress,
+    )
     if not (ctx.adapter_dir / "adapter_model.safetensors").is_file():
         raise StageError(f"llamafactory-cli train finished but wrote no adapter in {ctx.adapter_dir}; see {log_path}")
     losses = [r["loss"] for r in lf.read_trainer_log(trainer_log) if r.get("loss") is not None]
@@ -128,8 +143,12 @@ def stage_train(ctx: RunContext) -> StageResult:
     return StageResult(
         inputs={"train_config": str(config_path), "model": ctx.model_path},
         outputs={"adapter": str(ctx.adapter_dir), "trainer_log": str(trainer_log), "log": str(log_path)},
-        details={"steps": len(losses), "first_loss": losses[0] if losses else None,
-                 "last_loss": losses[-1] if losses else None, "examples_skipped_by_llamafactory": skipped},
+        details={
+            "steps": len(losses),
+            "first_loss": losses[0] if losses else None,
+            "last_loss": losses[-1] if losses else None,
+            "examples_skipped_by_llamafactory": skipped,
+        },
     )
 
 
@@ -201,16 +220,19 @@ class RunResult:
     manifest: Path
 
 
-def prepare(recipe_ref: str | Path | None, reporter: Reporter | None = None,
-            hardware: Hardware | None = None) -> RunContext:
+def prepare(
+    recipe_ref: str | Path | None, reporter: Reporter | None = None, hardware: Hardware | None = None
+) -> RunContext:
     """Load the recipe, refuse stages that are not built yet, and resolve the hardware."""
     from orchestrator import hardware as hw_module
 
     recipe, path = load_recipe(recipe_ref)
     missing = [s for s in recipe.stages if s not in BUILT_STAGES]
     if missing:
-        raise UsageError(f"{path}: stages {', '.join(missing)} are declared but not built in this version; "
-                         f"remove them from stages (built: {', '.join(BUILT_STAGES)})")
+        raise UsageError(
+            f"{path}: stages {', '.join(missing)} are declared but not built in this version; "
+            f"remove them from stages (built: {', '.join(BUILT_STAGES)})"
+        )
     hw = hardware or hw_module.resolve(recipe.hardware)
     manifest = Manifest(recipe.run_dir.resolve() / "manifest.json")
     return RunContext(recipe, path, hw, reporter or LogReporter(), manifest)
@@ -231,6 +253,8 @@ def run_pipeline(ctx: RunContext, *, force: bool = False) -> RunResult:
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
     write_text(ctx.run_dir / "recipe.yaml", dump_recipe(ctx.recipe))
     ctx.manifest.data.update(recipe=str(ctx.recipe_path), hardware=ctx.hardware.to_dict())
+    if {"train", "merge"} & set(ctx.recipe.stages):
+        _ensure_model(ctx)  # before fingerprinting: the base model's config is one of train's inputs
     statuses: dict[str, str] = {}
     for name in ctx.recipe.stages:
         fp = stage_fingerprint(ctx, name)

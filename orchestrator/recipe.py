@@ -21,8 +21,23 @@ BUILT_STAGES = ("data", "train", "merge")
 TINY_MODEL = "tiny-qwen3"
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "recipes"
 DEFAULT_RECIPE = "quickstart"
-GGUF_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1",
-              "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k", "q3_k_m", "q2_k")
+GGUF_TYPES = (
+    "f32",
+    "f16",
+    "bf16",
+    "q8_0",
+    "q4_0",
+    "q4_1",
+    "q5_0",
+    "q5_1",
+    "q4_k_s",
+    "q4_k_m",
+    "q5_k_s",
+    "q5_k_m",
+    "q6_k",
+    "q3_k_m",
+    "q2_k",
+)
 
 
 class Section(BaseModel):
@@ -30,9 +45,10 @@ class Section(BaseModel):
 
 
 class ModelSpec(Section):
-    name_or_path: str = Field(description=f"Hub id, local folder, or '{TINY_MODEL}' (a tiny random Qwen3 built locally)")
+    name_or_path: str = Field(description=f"Hub id, local folder, or '{TINY_MODEL}' (tiny random Qwen3, built here)")
     template: Literal["qwen3", "qwen3_nothink"] | None = Field(
-        None, description="LLaMA-Factory chat template; chosen from the model name when omitted")
+        None, description="LLaMA-Factory chat template; chosen from the model name when omitted"
+    )
     enable_thinking: bool = Field(True, description="qwen3 template: train the <think> block (LLaMA-Factory's key)")
     trust_remote_code: bool = Field(False, description="Passed to LLaMA-Factory")
 
@@ -64,8 +80,11 @@ Source = Annotated[FileSource | MemorySource, Field(discriminator="type")]
 
 
 class DataSpec(Section):
-    name: str | None = Field(None, description="Dataset name in dataset_info.json (default: the recipe's name)",
-                             pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str | None = Field(
+        None,
+        description="Dataset name in dataset_info.json (default: the recipe's name)",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+    )
     dataset_dir: str = Field("data", description="Folder of dataset_info.json and the exported .jsonl")
     sources: list[Source] = Field(min_length=1, description="Where the conversations come from")
 

@@ -35,6 +35,7 @@ class Reply:
     ``chunk_chars`` cuts content and thinking into deltas of that many characters. ``fail_after``
     sends an ``{"error": error}`` line (on HTTP 200) after that many chunks instead of finishing.
     ``gate``: after the first chunk the server waits (at most ``gate_timeout`` s) for this event.
+    ``hang_up_after`` ends the answer after that many chunks with neither an error nor ``done``.
     """
 
     content: str = ""
@@ -46,6 +47,7 @@ class Reply:
     error: str = "an error was encountered while running the model: unexpected EOF"
     gate: threading.Event | None = None
     gate_timeout: float = 5.0
+    hang_up_after: int | None = None
 
 
 @dataclass
@@ -104,6 +106,13 @@ def canonical_model(name: str) -> str:
     return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
 
+def full_model_name(name: str) -> str:
+    """The fully qualified name Ollama prints in capability errors: ``registry.ollama.ai/library/x:latest``."""
+    parts = canonical_model(name).split("/")
+    defaults = ["registry.ollama.ai", "library"]
+    return "/".join(defaults[: max(0, 3 - len(parts))] + parts)
+
+
 def _timestamp() -> str:
     return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
@@ -130,7 +139,9 @@ class OllamaEmulator:
         handler = type("Handler", (_Handler,), {"emulator": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="ollama-emulator", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="ollama-emulator", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -215,7 +226,7 @@ class OllamaEmulator:
             return error(404, f"model '{name}' not found")
         think = body.get("think")
         if body.get("tools") and "tools" not in model.capabilities:
-            return error(400, f'"{name}" does not support tools')
+            return error(400, f"{full_model_name(name)} does not support tools")
         if "thinking" in model.capabilities:
             think = True if think is None else think
         elif think is True or think in THINK_LEVELS:
@@ -272,6 +283,8 @@ def _chat_lines(model: str, body: dict[str, Any], reply: Reply, *, thinking: boo
     for sent, message in enumerate(deltas):
         if reply.fail_after is not None and sent >= reply.fail_after:
             yield {"error": reply.error}
+            return
+        if reply.hang_up_after is not None and sent >= reply.hang_up_after:
             return
         yield {"model": model, "created_at": _timestamp(), "message": message, "done": False}
         if sent == 0 and reply.gate is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+import time
 import types
 
 import pytest
@@ -144,12 +145,13 @@ def test_empty_session_id_is_refused(tmp_path):
         store.add_message("  ", Message("user", "x"))
 
 
-def _writer(path: str, tag: str, count: int, start: multiprocessing.synchronize.Event) -> None:
+def _writer(path: str, tag: str, count: int, start: multiprocessing.synchronize.Barrier) -> None:
     """Write ``count`` turns to its own session and to a shared one, alternating single and batched writes."""
-    start.wait(10)
+    start.wait(30)  # both processes open the new database and write at the same moment
     with MemoryStore(path, busy_timeout=60) as store:
         for i in range(count):
             store.add_message(f"own-{tag}", Message("user", f"{tag}-{i}"), model=tag)
+            time.sleep(0.001)  # leave the lock free a moment, so the two writers interleave
             if i % 10 == 9:
                 store.add_messages("shared", [Message("assistant", f"{tag}-{j}") for j in range(i - 9, i + 1)])
 
@@ -157,11 +159,10 @@ def _writer(path: str, tag: str, count: int, start: multiprocessing.synchronize.
 def test_two_processes_writing_at_once_lose_nothing(tmp_path):
     path = str(tmp_path / "concurrent.db")  # created by the workers themselves, racing each other
     ctx = multiprocessing.get_context("spawn")
-    start = ctx.Event()
+    start = ctx.Barrier(2)
     workers = [ctx.Process(target=_writer, args=(path, tag, 300, start)) for tag in ("a", "b")]
     for worker in workers:
         worker.start()
-    start.set()
     for worker in workers:
         worker.join(60)
         assert worker.exitcode == 0
@@ -170,8 +171,11 @@ def test_two_processes_writing_at_once_lose_nothing(tmp_path):
             assert [m.content for m in store.messages(f"own-{tag}")] == [f"{tag}-{i}" for i in range(300)]
         shared = [m.content for m in store.messages("shared")]
         assert len(shared) == 600
+        switches = sum(1 for prev, cur in zip(shared, shared[1:], strict=False) if prev[0] != cur[0])
+        assert switches > 0, "the two writers never overlapped: the test did not test concurrency"
         for tag in ("a", "b"):  # each writer's turns keep their order inside the shared session
             assert [c for c in shared if c.startswith(f"{tag}-")] == [f"{tag}-{i}" for i in range(300)]
         assert {s.id: s.turns for s in store.sessions()} == {"own-a": 300, "own-b": 300, "shared": 600}
-        rows = sqlite3.connect(path).execute("SELECT session_id, id FROM messages ORDER BY rowid").fetchall()
-    assert [r[1] for r in rows] == sorted(r[1] for r in rows)
+    # ids follow the order of the writes: the time each was recorded, under the write lock, never goes back
+    stamps = [r[0] for r in sqlite3.connect(path).execute("SELECT created_at FROM messages ORDER BY id")]
+    assert len(stamps) == 1200 and stamps == sorted(stamps)

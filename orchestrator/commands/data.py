@@ -9,15 +9,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="datasets for LLaMA-Factory")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     export = dsub.add_parser(
-        "export", help="export recorded conversations as a ShareGPT dataset",
-        description="Write DATASET_DIR/NAME.jsonl and add or update only the NAME entry of dataset_info.json.")
+        "export",
+        help="export recorded conversations as a ShareGPT dataset",
+        description="Write DATASET_DIR/NAME.jsonl and add or update only the NAME entry of dataset_info.json.",
+    )
     export.add_argument("--name", required=True, help="dataset name (file NAME.jsonl, key in dataset_info.json)")
     export.add_argument("--db", action="append", default=[], help="memory store (default: data/ollama_memory.db)")
     export.add_argument("--file", action="append", default=[], help="a .json/.jsonl file of conversations")
     export.add_argument("--session", action="append", default=None, help="only this session id (repeatable)")
     export.add_argument("--dataset-dir", default="data", help="folder of dataset_info.json (default: data)")
-    export.add_argument("--no-thinking", action="store_true",
-                        help="drop chains of thought (for the qwen3_nothink template)")
+    export.add_argument(
+        "--no-thinking", action="store_true", help="drop chains of thought (for the qwen3_nothink template)"
+    )
     export.set_defaults(handler=handle_export)
 
 

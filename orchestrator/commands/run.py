@@ -7,10 +7,14 @@ import sys
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="run a recipe: data -> train -> merge",
-                       description="Run a pipeline recipe. Without RECIPE, the offline quickstart runs.")
-    p.add_argument("recipe", nargs="?", default=None,
-                   help="a shipped recipe's name (quickstart, ...) or a path to a recipe YAML")
+    p = sub.add_parser(
+        "run",
+        help="run a recipe: data -> train -> merge",
+        description="Run a pipeline recipe. Without RECIPE, the offline quickstart runs.",
+    )
+    p.add_argument(
+        "recipe", nargs="?", default=None, help="a shipped recipe's name (quickstart, ...) or a path to a recipe YAML"
+    )
     p.add_argument("--dry-run", action="store_true", help="print the LLaMA-Factory YAML and run nothing")
     p.add_argument("--force", action="store_true", help="rerun every stage, even those already done")
     p.set_defaults(handler=handle)

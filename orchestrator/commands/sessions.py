@@ -58,14 +58,18 @@ def _list(console: Any, store: Any) -> None:
     if not sessions:
         console.print(f"no sessions yet in {store.path}")
         return
+    headers = ("ID", "MODEL", "TURNS", "UPDATED")
+    rows = [(i.id, i.model or "-", str(i.turns), _local_time(i.updated_at), i.title or "") for i in sessions]
+    widths = [max(len(header), *(len(row[n]) for row in rows)) for n, header in enumerate(headers)]
+    # never squeeze an id or a model name: the title gets what is left, at least 20 columns
+    fixed = sum(widths) + 2 * len(widths)
+    console.width = max(console.width, fixed + 20)
     table = Table(box=None, header_style="bold", pad_edge=False)
-    table.add_column("ID", no_wrap=True)
-    table.add_column("MODEL", no_wrap=True)
-    table.add_column("TURNS", justify="right", no_wrap=True)
-    table.add_column("UPDATED", no_wrap=True)
-    table.add_column("TITLE", overflow="ellipsis", no_wrap=True)
-    for info in sessions:
-        table.add_row(info.id, info.model or "-", str(info.turns), _local_time(info.updated_at), info.title or "")
+    for header, width in zip(headers, widths, strict=True):
+        table.add_column(header, no_wrap=True, min_width=width, justify="right" if header == "TURNS" else "left")
+    table.add_column("TITLE", no_wrap=True, overflow="ellipsis", max_width=console.width - fixed)
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
 
 

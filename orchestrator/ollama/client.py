@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -278,7 +278,7 @@ class OllamaClient:
         options: dict[str, Any] | None = None,
         stream: bool = True,
         keep_alive: str | int | None = None,
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Generator[dict[str, Any], None, None]:
         """``POST /api/chat``: yield the answer's chunks as they arrive (one dict when ``stream`` is false).
 
         The request is sent when iteration starts. Each chunk carries ``message.content`` and

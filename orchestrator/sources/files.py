@@ -11,15 +11,23 @@ from typing import Any
 from orchestrator.conversations import Conversation, Message, SkippedRecord, ToolCall
 from orchestrator.errors import UsageError
 
-SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                  "system": "system", "observation": "tool", "tool": "tool", "function_call": "assistant"}
+SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "system": "system",
+    "observation": "tool",
+    "tool": "tool",
+    "function_call": "assistant",
+}
 
 
 def read_file(path: str | Path) -> Iterator[Conversation | SkippedRecord]:
     """Yield the conversations in a .json or .jsonl file, and a SkippedRecord for each bad record."""
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"{path}: no such file; check the source's path (relative paths start at the working directory)")
+        raise UsageError(f"{path}: no such file; check the source's path (relative to the working directory)")
     if path.suffix == ".jsonl":
         yield from _read_jsonl(path)
     else:
@@ -76,8 +84,14 @@ def _parse_record(record: Any, source: str, where: str, default_id: str) -> Conv
             return SkippedRecord(source, where, "no messages", "expected a 'messages' or 'conversations' list")
     except (TypeError, ValueError, AttributeError) as exc:
         return SkippedRecord(source, where, "malformed message", str(exc))
-    return Conversation(id=conv_id, messages=messages, tools=list(tools), source=source,
-                        title=record.get("title"), model=record.get("model"))
+    return Conversation(
+        id=conv_id,
+        messages=messages,
+        tools=list(tools),
+        source=source,
+        title=record.get("title"),
+        model=record.get("model"),
+    )
 
 
 def _message(data: Any) -> Message:

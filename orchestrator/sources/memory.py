@@ -30,8 +30,9 @@ def read_memory(path: str | Path, sessions: list[str] | None = None) -> Iterator
             except sqlite3.OperationalError as exc:
                 if "decode" not in str(exc):
                     raise
-                yield SkippedRecord(str(path), f"session {session_id}", "invalid UTF-8",
-                                    _find_bad_text(path, session_id))
+                yield SkippedRecord(
+                    str(path), f"session {session_id}", "invalid UTF-8", _find_bad_text(path, session_id)
+                )
 
 
 def _find_bad_text(path: Path, session_id: str) -> str:
@@ -39,8 +40,9 @@ def _find_bad_text(path: Path, session_id: str) -> str:
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     db.text_factory = bytes
     try:
-        rows = db.execute(f"SELECT id, {', '.join(TEXT_COLUMNS)} FROM messages WHERE session_id = ? ORDER BY id",
-                          (session_id,))
+        rows = db.execute(
+            f"SELECT id, {', '.join(TEXT_COLUMNS)} FROM messages WHERE session_id = ? ORDER BY id", (session_id,)
+        )
         for row in rows:
             for column, value in zip(TEXT_COLUMNS, row[1:], strict=True):
                 try:
