@@ -61,6 +61,9 @@ def build_tiny_qwen3(out_dir: str | Path = DEFAULT_DIR, spec: TinySpec | None = 
 
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the caller shows its own progress
 
     config = Qwen3Config(
         vocab_size=QWEN3_VOCAB_SIZE,

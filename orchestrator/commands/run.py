@@ -26,7 +26,7 @@ class ConsoleReporter:
     def __init__(self) -> None:
         from rich.console import Console
 
-        self.console = Console(stderr=True, highlight=False)
+        self.console = Console(stderr=True, highlight=False, soft_wrap=True)
         self._last_step = -1
 
     def stage(self, name: str, status: str, message: str = "") -> None:
