@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.chat_templates import canonical_arguments, canonical_tools
 from orchestrator.conversations import Conversation, Message, SkippedRecord
 from orchestrator.errors import UsageError
 from orchestrator.fsutil import atomic_open, write_json
@@ -176,14 +177,16 @@ def to_sharegpt(turns: list[Message], system: str, tools: list[dict[str, Any]]) 
         else:
             value = f"{THINK_OPEN}{message.thinking.strip()}{THINK_CLOSE}" if message.thinking else ""
             if message.tool_calls:
-                calls = [{"name": c.name, "arguments": c.arguments} for c in message.tool_calls]
-                text = message.content.strip()
-                value += (text + "\n" if text else "") + f"<tool_call>{json.dumps(calls, ensure_ascii=False)}"
-                value += "</tool_call>"
+                # Arguments and tools in the form Ollama hands its templates (sorted keys, Go numbers), so the
+                # served prompt matches the trained one; text before the calls is kept as is, as Ollama keeps it.
+                calls = [{"name": c.name, "arguments": canonical_arguments(c.arguments)} for c in message.tool_calls]
+                text = message.content + "\n" if message.content else ""
+                value += f"{text}<tool_call>{json.dumps(calls, ensure_ascii=False)}</tool_call>"
                 out.append({"from": "function_call", "value": value})
             else:
                 out.append({"from": "gpt", "value": value + message.content})
-    return {"conversations": out, "system": system, "tools": json.dumps(tools, ensure_ascii=False) if tools else ""}
+    tools_text = json.dumps(canonical_tools(tools), ensure_ascii=False) if tools else ""
+    return {"conversations": out, "system": system, "tools": tools_text}
 
 
 def dataset_entry(file_name: str) -> dict[str, Any]:

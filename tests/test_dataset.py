@@ -33,11 +33,17 @@ def test_samples_export_cleanly(tmp_path):
 
 
 def test_thinking_tool_calls_and_system_become_sharegpt(tmp_path):
-    tools = [{"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}]
+    params = {"type": "object", "properties": {"tz": {"type": "string", "default": "UTC"}, "city": {"type": "string"}}}
+    tools = [{"type": "function", "function": {"name": "get_time", "parameters": params}}]
     c = conv(
         Message("system", "Be brief."),
         Message("user", "Time in Oslo?"),
-        Message("assistant", "", thinking="Need the tool.", tool_calls=[ToolCall("get_time", {"city": "Oslo"})]),
+        Message(
+            "assistant",
+            "Checking.",
+            thinking="Need the tool.",
+            tool_calls=[ToolCall("get_time", {"tz": "CET", "city": "Oslo", "days": 2.0})],
+        ),
         Message("tool", "12:00", tool_name="get_time"),
         Message("assistant", "It is noon.", thinking="Easy."),
         tools=tools,
@@ -45,13 +51,26 @@ def test_thinking_tool_calls_and_system_become_sharegpt(tmp_path):
     export_dataset([c], "t", tmp_path)
     (record,) = read_jsonl(tmp_path / "t.jsonl")
     assert record["system"] == "Be brief."
-    assert json.loads(record["tools"]) == tools
+    # Tools as Ollama hands them to a template: properties sorted, schema keys it drops (default) dropped.
+    assert record["tools"] == json.dumps(
+        [
+            {
+                "type": "function",
+                "function": {
+                    "name": "get_time",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"city": {"type": "string"}, "tz": {"type": "string"}},
+                    },
+                },
+            }
+        ]
+    )
     assert [t["from"] for t in record["conversations"]] == ["human", "function_call", "observation", "gpt"]
     call = record["conversations"][1]["value"]
-    assert call.startswith("<think>\nNeed the tool.\n</think>\n\n<tool_call>")
-    assert json.loads(call.split("<tool_call>")[1].split("</tool_call>")[0]) == [
-        {"name": "get_time", "arguments": {"city": "Oslo"}}
-    ]
+    assert call.startswith("<think>\nNeed the tool.\n</think>\n\nChecking.\n<tool_call>")
+    payload = call.split("<tool_call>")[1].split("</tool_call>")[0]
+    assert payload == '[{"name": "get_time", "arguments": {"city": "Oslo", "days": 2, "tz": "CET"}}]'
     assert record["conversations"][3]["value"] == "<think>\nEasy.\n</think>\n\nIt is noon."
 
 

@@ -3,17 +3,21 @@
 ``resolve_host`` finds the server the way Ollama's own CLI does (``envconfig.Host()``); ``OllamaClient``
 sends requests through one ``requests.Session`` and turns connection failures, HTTP errors and
 ``{"error": ...}`` lines inside a 200 stream into ``OllamaError`` messages that say what to do next.
+Endpoints: version, tags, show, delete, chat (streamed), blobs (HEAD and upload) and create (streamed).
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import logging
 import os
 import re
 import time
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -28,6 +32,9 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = "11434"
 HOST_ENV = "OLLAMA_HOST"
 _PORT_RE = re.compile(r"[+-]?[0-9]+")
+DIGEST_RE = re.compile(r"^sha256[:-][0-9a-fA-F]{64}$")
+CHUNK_SIZE = 1 << 20  # bytes read from disk at a time, for hashing and uploading
+ProgressCallback = Callable[[int, int], None]  # (bytes done, bytes in all)
 
 
 class OllamaResponseError(OllamaError):
@@ -37,6 +44,66 @@ class OllamaResponseError(OllamaError):
         super().__init__(message)
         self.status = status
         self.error = error
+
+
+class OllamaConnectionError(OllamaError):
+    """The request never got an answer: nothing listens at the address, or the connection broke."""
+
+
+@dataclass
+class BlobUpload:
+    """One file pushed as a blob: its digest, its size, and whether bytes were sent (False: Ollama had it)."""
+
+    path: Path
+    digest: str
+    size: int
+    uploaded: bool
+
+
+def file_digest(path: str | os.PathLike, on_progress: ProgressCallback | None = None) -> str:
+    """``sha256:<hex>`` of a file, read in chunks (never the whole file in memory)."""
+    path = Path(path)
+    total = path.stat().st_size
+    digest = hashlib.sha256()
+    done = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK_SIZE):
+            digest.update(chunk)
+            done += len(chunk)
+            if on_progress:
+                on_progress(done, total)
+    if on_progress and total == 0:
+        on_progress(0, 0)
+    return f"sha256:{digest.hexdigest()}"
+
+
+class _HashingReader:
+    """A file opened for upload: hashes what is sent and reports progress; ``len()`` gives Content-Length."""
+
+    def __init__(self, path: Path, on_progress: ProgressCallback | None):
+        self.handle = open(path, "rb")  # closed by close(), once the request is sent
+        self.size = path.stat().st_size
+        self.sent = 0
+        self.sha256 = hashlib.sha256()
+        self.on_progress = on_progress
+        self._reported = -1
+
+    def __len__(self) -> int:
+        return self.size
+
+    def read(self, size: int = -1) -> bytes:
+        """At most ``size`` bytes (never more than CHUNK_SIZE: the sender asks again until EOF)."""
+        data = self.handle.read(CHUNK_SIZE if size is None or size < 0 else min(size, CHUNK_SIZE))
+        self.sha256.update(data)
+        self.sent += len(data)
+        if self.on_progress and (self.sent - self._reported >= CHUNK_SIZE or self.sent == self.size):
+            if self.sent != self._reported:
+                self._reported = self.sent
+                self.on_progress(self.sent, self.size)
+        return data
+
+    def close(self) -> None:
+        self.handle.close()
 
 
 def resolve_host(host: str | None = None) -> str:
@@ -206,7 +273,7 @@ class OllamaClient:
             except requests.ConnectionError as exc:
                 log.debug("%s %s: attempt %d failed: %s", method, path, attempt + 1, exc)
                 if attempt + 1 >= attempts:
-                    raise OllamaError(
+                    raise OllamaConnectionError(
                         f"cannot reach Ollama at {self.base_url}: is `ollama serve` running? set --host or {HOST_ENV}"
                     ) from exc
                 time.sleep(self.backoff * 2**attempt)
@@ -241,7 +308,9 @@ class OllamaClient:
                 for line in _split_lines(response.iter_content(chunk_size=None)):
                     yield self._parse_line(line, path, response.status_code)
             except requests.RequestException as exc:
-                raise OllamaError(f"the connection to Ollama at {self.base_url} broke during {path}: {exc}") from exc
+                raise OllamaConnectionError(
+                    f"the connection to Ollama at {self.base_url} broke during {path}: {exc}; check it and rerun"
+                ) from exc
 
     def _parse_line(self, line: bytes, path: str, status: int) -> dict[str, Any]:
         try:
@@ -295,6 +364,142 @@ class OllamaClient:
         log.debug("POST /api/chat model=%s messages=%d", model, len(payload["messages"]))
         response = self._request("POST", "/api/chat", json=payload, stream=True)
         yield from self._ndjson(response, "/api/chat")
+
+    def tags(self) -> list[dict[str, Any]]:
+        """The local models (``GET /api/tags``)."""
+        with self._request("GET", "/api/tags") as response:
+            return list(_json_body(response, self.base_url, "/api/tags").get("models") or [])
+
+    def show(self, model: str) -> dict[str, Any]:
+        """A model's modelfile, parameters, template, system, details and capabilities (``POST /api/show``)."""
+        with self._request("POST", "/api/show", json={"model": model}) as response:
+            return _json_body(response, self.base_url, "/api/show")
+
+    def delete(self, model: str) -> None:
+        """Remove a model (``DELETE /api/delete``); a missing one is a 404 ``OllamaResponseError``."""
+        self._request("DELETE", "/api/delete", json={"model": model}).close()
+
+    def blob_exists(self, digest: str) -> bool:
+        """Whether the server holds this blob (``HEAD /api/blobs/<digest>``: 200 or 404)."""
+        _check_digest(digest)
+        try:
+            self._request("HEAD", f"/api/blobs/{digest}").close()
+        except OllamaResponseError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def push_blob(
+        self,
+        path: str | os.PathLike,
+        *,
+        digest: str | None = None,
+        on_progress: ProgressCallback | None = None,
+        on_hash_progress: ProgressCallback | None = None,
+    ) -> BlobUpload:
+        """Upload a file as a blob unless the server already has it; returns what happened.
+
+        The digest is computed by streaming the file (unless given); ``HEAD`` asks first; the upload
+        streams the file from disk with a Content-Length, re-hashing what it sends. A connection error
+        restarts the upload (``retries`` times); the server re-checks the digest and keeps nothing partial.
+        """
+        path = Path(path)
+        digest = digest or file_digest(path, on_hash_progress)
+        size = path.stat().st_size
+        failures = 0
+        while not self.blob_exists(digest):
+            try:
+                self._upload(path, digest, on_progress)
+                return BlobUpload(path, digest, size, uploaded=True)
+            except OllamaConnectionError as exc:
+                failures += 1
+                if failures > self.retries:
+                    raise OllamaConnectionError(
+                        f"uploading {path.name} to Ollama at {self.base_url} broke off {failures} times; "
+                        "check the server (its disk space, its logs) and rerun: the upload starts again"
+                    ) from exc
+                log.info("upload of %s broke off; starting again (attempt %d)", path.name, failures + 1)
+                time.sleep(self.backoff * 2 ** (failures - 1))
+        log.info("blob %s already on %s: upload skipped", digest, self.base_url)
+        return BlobUpload(path, digest, size, uploaded=False)
+
+    def _upload(self, path: Path, digest: str, on_progress: ProgressCallback | None) -> None:
+        reader = _HashingReader(path, on_progress)
+        try:
+            headers = {"Content-Type": "application/octet-stream"}
+            self._request("POST", f"/api/blobs/{digest}", data=reader, headers=headers, retry=False).close()
+        finally:
+            reader.close()
+        sent = f"sha256:{reader.sha256.hexdigest()}"
+        if reader.sent == reader.size and sent != digest.replace("-", ":", 1).lower():
+            raise OllamaError(
+                f"{path} changed while it was uploaded to {self.base_url}; rerun when it no longer changes"
+            )
+
+    def create(
+        self,
+        model: str,
+        *,
+        files: dict[str, str] | None = None,
+        adapters: dict[str, str] | None = None,
+        from_: str | None = None,
+        template: str | None = None,
+        system: str | None = None,
+        parameters: dict[str, Any] | None = None,
+        messages: Iterable[Message | dict[str, Any]] | None = None,
+        license: str | list[str] | None = None,
+        quantize: str | None = None,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """``POST /api/create``: build a model from uploaded blobs (``files``, ``adapters``) or ``from_``.
+
+        Reads the NDJSON progress stream, passing each line to ``on_progress``, and returns the lines.
+        An ``error`` line anywhere (even after HTTP 200) raises ``OllamaResponseError``; a stream that
+        ends without ``success`` raises ``OllamaError``.
+        """
+        fields = {
+            "files": files,
+            "adapters": adapters,
+            "from": from_,
+            "template": template,
+            "system": system,
+            "parameters": parameters,
+            "license": license,
+            "quantize": quantize,
+        }
+        payload: dict[str, Any] = {"model": model, "stream": True}
+        payload.update({key: value for key, value in fields.items() if value is not None})
+        if messages is not None:
+            payload["messages"] = [m.to_ollama() if isinstance(m, Message) else m for m in messages]
+        log.debug("POST /api/create model=%s keys=%s", model, sorted(payload))
+        response = self._request("POST", "/api/create", json=payload, stream=True)
+        lines = []
+        for line in self._ndjson(response, "/api/create"):
+            lines.append(line)
+            if on_progress:
+                on_progress(line)
+        if not lines or lines[-1].get("status") != "success":
+            last = lines[-1].get("status") if lines else "nothing"
+            raise OllamaError(
+                f"Ollama at {self.base_url} ended /api/create for {model} before success (last status: {last}); rerun"
+            )
+        return lines
+
+
+def _json_body(response: requests.Response, base_url: str, path: str) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError as exc:
+        raise OllamaError(f"{base_url} answered {path} with something that is not JSON: is it Ollama?") from exc
+    if not isinstance(data, dict):
+        raise OllamaError(f"{base_url} answered {path} with unexpected JSON: is it Ollama?")
+    return data
+
+
+def _check_digest(digest: str) -> None:
+    if not DIGEST_RE.match(digest):
+        raise OllamaError(f"'{digest}' is not a blob digest (sha256:<64 hex digits>)")
 
 
 def _split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
