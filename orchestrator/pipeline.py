@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
 
 from orchestrator import llamafactory as lf
-from orchestrator.errors import OrchestratorError, StageError, UsageError
+from orchestrator.errors import OrchestratorError, StageError
 from orchestrator.fsutil import write_text
 from orchestrator.hardware import Hardware
 from orchestrator.manifest import Manifest, file_digest, file_stat, fingerprint
-from orchestrator.recipe import BUILT_STAGES, TINY_MODEL, Recipe, dump_recipe, load_recipe
+from orchestrator.recipe import TINY_MODEL, Recipe, dump_recipe, load_recipe
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 class Reporter(Protocol):
     def stage(self, name: str, status: str, message: str = "") -> None: ...
     def progress(self, progress: lf.Progress) -> None: ...
+    def transfer(self, label: str, done: int, total: int) -> None: ...
     def info(self, message: str) -> None: ...
 
 
@@ -39,6 +40,9 @@ class LogReporter:
 
     def progress(self, progress: lf.Progress) -> None:
         log.info("step %s/%s loss %s", progress.step, progress.total, progress.loss)
+
+    def transfer(self, label: str, done: int, total: int) -> None:
+        log.debug("%s %d/%d bytes", label, done, total)
 
     def info(self, message: str) -> None:
         log.info(message)
@@ -75,6 +79,10 @@ class RunContext:
     @property
     def merged_dir(self) -> Path:
         return self.run_dir / "merged"
+
+    @property
+    def ollama_name(self) -> str:
+        return self.recipe.ollama.name or self.recipe.name
 
     @property
     def model_path(self) -> str:
@@ -120,6 +128,7 @@ def stage_data(ctx: RunContext) -> StageResult:
 
 
 def stage_train(ctx: RunContext) -> StageResult:
+    _ensure_model(ctx)
     _check_dataset_registered(ctx)
     config = ctx.train_config()
     config_path = _write_yaml(ctx.run_dir / "train.yaml", config)
@@ -155,6 +164,7 @@ def stage_train(ctx: RunContext) -> StageResult:
 def stage_merge(ctx: RunContext) -> StageResult:
     if not (ctx.adapter_dir / "adapter_model.safetensors").is_file():
         raise StageError(f"no adapter in {ctx.adapter_dir} to merge; run the train stage first")
+    _ensure_model(ctx)
     config_path = _write_yaml(ctx.run_dir / "export.yaml", ctx.export_config())
     log_path = ctx.run_dir / "logs" / "export.log"
     ctx.reporter.info(f"merging the adapter onto {ctx.model_path}")
@@ -172,10 +182,21 @@ def stage_merge(ctx: RunContext) -> StageResult:
     )
 
 
+def _serve_stage(name: str) -> Callable[[RunContext], StageResult]:
+    def run(ctx: RunContext) -> StageResult:
+        from orchestrator import serve
+
+        return getattr(serve, f"stage_{name}")(ctx)
+
+    return run
+
+
 STAGE_FUNCTIONS: dict[str, Callable[[RunContext], StageResult]] = {
     "data": stage_data,
     "train": stage_train,
     "merge": stage_merge,
+    "gguf": _serve_stage("gguf"),
+    "register": _serve_stage("register"),
 }
 
 
@@ -187,9 +208,39 @@ def stage_fingerprint(ctx: RunContext, name: str) -> str:
         return fingerprint(recipe.data.model_dump(), recipe.model.keeps_thinking, stats)
     if name == "train":
         dataset = ctx.dataset_dir / f"{recipe.dataset_name}.jsonl"
-        model_config = Path(ctx.model_path) / "config.json"  # a hub id has none: the id itself is the identity
-        return fingerprint(file_digest(dataset), ctx.train_config(), file_digest(model_config))
-    return fingerprint(file_stat(ctx.adapter_dir / "adapter_model.safetensors"), ctx.export_config())
+        return fingerprint(file_digest(dataset), ctx.train_config(), model_identity(ctx))
+    if name == "merge":
+        return fingerprint(file_stat(ctx.adapter_dir / "adapter_model.safetensors"), ctx.export_config())
+    from orchestrator import serve
+
+    if name == "gguf":
+        source = ctx.adapter_dir if recipe.ollama.serve == "adapter" else ctx.merged_dir
+        stats = [file_stat(p) for p in sorted(source.glob("*.safetensors"))]
+        return fingerprint(
+            stats,
+            recipe.gguf.model_dump(),
+            recipe.ollama.serve,
+            recipe.model.resolved_template,
+            recipe.model.enable_thinking,
+            str(serve.gguf_path(ctx)),
+        )
+    return fingerprint(
+        file_stat(serve.gguf_path(ctx)),
+        recipe.ollama.model_dump(),
+        ctx.ollama_name,
+        recipe.model.resolved_template,
+        recipe.model.enable_thinking,
+    )
+
+
+def model_identity(ctx: RunContext) -> Any:
+    """What identifies the base model: the tiny model's spec (it is rebuilt identically), a local folder's
+    config.json, or a hub id (then the id, already part of the train config, is all there is)."""
+    if ctx.recipe.model.name_or_path == TINY_MODEL:
+        from orchestrator.tiny import TinySpec
+
+        return asdict(TinySpec())
+    return file_digest(Path(ctx.model_path) / "config.json")
 
 
 def _ensure_model(ctx: RunContext) -> None:
@@ -223,16 +274,10 @@ class RunResult:
 def prepare(
     recipe_ref: str | Path | None, reporter: Reporter | None = None, hardware: Hardware | None = None
 ) -> RunContext:
-    """Load the recipe, refuse stages that are not built yet, and resolve the hardware."""
+    """Load the recipe and resolve the hardware."""
     from orchestrator import hardware as hw_module
 
     recipe, path = load_recipe(recipe_ref)
-    missing = [s for s in recipe.stages if s not in BUILT_STAGES]
-    if missing:
-        raise UsageError(
-            f"{path}: stages {', '.join(missing)} are declared but not built in this version; "
-            f"remove them from stages (built: {', '.join(BUILT_STAGES)})"
-        )
     hw = hardware or hw_module.resolve(recipe.hardware)
     manifest = Manifest(recipe.run_dir.resolve() / "manifest.json")
     return RunContext(recipe, path, hw, reporter or LogReporter(), manifest)
@@ -253,8 +298,6 @@ def run_pipeline(ctx: RunContext, *, force: bool = False) -> RunResult:
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
     write_text(ctx.run_dir / "recipe.yaml", dump_recipe(ctx.recipe))
     ctx.manifest.data.update(recipe=str(ctx.recipe_path), hardware=ctx.hardware.to_dict())
-    if {"train", "merge"} & set(ctx.recipe.stages):
-        _ensure_model(ctx)  # before fingerprinting: the base model's config is one of train's inputs
     statuses: dict[str, str] = {}
     for name in ctx.recipe.stages:
         fp = stage_fingerprint(ctx, name)

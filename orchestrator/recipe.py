@@ -17,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from orchestrator.errors import RecipeError
 
 STAGES = ("data", "train", "merge", "gguf", "register")
-BUILT_STAGES = ("data", "train", "merge")
 TINY_MODEL = "tiny-qwen3"
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "recipes"
 DEFAULT_RECIPE = "quickstart"
@@ -128,7 +127,7 @@ class Recipe(Section):
     model: ModelSpec
     method: Literal["lora", "qlora"] = Field("lora", description="qlora: 4-bit bitsandbytes base while training")
     hardware: Literal["auto", "cuda", "rocm", "cpu"] = "auto"
-    stages: list[Literal[STAGES]] = Field(list(BUILT_STAGES), min_length=1)  # type: ignore[valid-type]
+    stages: list[Literal[STAGES]] = Field(list(STAGES), min_length=1)  # type: ignore[valid-type]
     runs_dir: str = Field("llama_factory_data/runs", description="Where run folders are made")
     data: DataSpec
     train: TrainSpec = Field(default_factory=TrainSpec)

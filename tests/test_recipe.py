@@ -96,12 +96,13 @@ def test_cli_bad_recipe_exits_2_with_every_problem(tmp_path, capsys):
     assert "Traceback" not in err
 
 
-def test_unbuilt_stages_are_refused_before_anything_runs(workdir, capsys):
+def test_missing_source_file_is_a_clear_error(workdir, capsys):
     path = write(
         workdir,
-        "name: x\nmodel: {name_or_path: tiny-qwen3}\nstages: [data, train, merge, gguf]\n"
-        "data: {sources: [{type: file, path: data/samples/conversations.jsonl}]}\n",
+        "name: x\nmodel: {name_or_path: tiny-qwen3}\nstages: [data, train]\n"
+        "data: {sources: [{type: file, path: data/nope.jsonl}]}\n",
     )
     assert main(["run", str(path)]) == 2
-    assert "stages gguf are declared but not built" in capsys.readouterr().err
-    assert not (workdir / "llama_factory_data").exists()
+    err = capsys.readouterr().err
+    assert "data/nope.jsonl: no such file" in err and "Traceback" not in err
+    assert not (workdir / "data" / "x.jsonl").exists()

@@ -28,6 +28,8 @@ class ConsoleReporter:
 
         self.console = Console(stderr=True, highlight=False, soft_wrap=True)
         self._last_step = -1
+        self._transfer: tuple[str, int] | None = None
+        self._quarter = -1
 
     def stage(self, name: str, status: str, message: str = "") -> None:
         style = {"done": "green", "failed": "red", "skipped": "dim"}.get(status, "bold")
@@ -39,6 +41,18 @@ class ConsoleReporter:
         self._last_step = p.step
         loss = f"{p.loss:.4f}" if p.loss is not None else "-"
         self.console.print(f"  step {p.step}/{p.total}  loss {loss}  elapsed {p.elapsed}  eta {p.remaining}")
+
+    def transfer(self, label: str, done: int, total: int) -> None:
+        """Bytes converted or uploaded: a line at each quarter, so logs stay short."""
+        if total <= 0:
+            return
+        if (label, total) != self._transfer:
+            self._transfer, self._quarter = (label, total), -1
+        quarter = 4 * done // total
+        if quarter > self._quarter:
+            self._quarter = quarter
+            mib = 2**20
+            self.console.print(f"  {label} {done / mib:,.1f}/{total / mib:,.1f} MiB ({100 * done / total:.0f}%)")
 
     def info(self, message: str) -> None:
         self.console.print(f"  {message}", markup=False)

@@ -1,0 +1,180 @@
+"""Safetensors folders, read tensor by tensor through a read-only memory map.
+
+Each file's header (an 8-byte length, then a JSON table of dtype, shape and byte range per tensor) is
+parsed here. Tensor bytes are mapped, never loaded whole, and the pages a conversion has used are
+handed back to the kernel, so the resident set stays small however large the model is.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import struct
+from dataclasses import dataclass
+from math import prod
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import UsageError
+
+# safetensors dtype -> (numpy dtype used to hold the raw values, bytes per element). BF16 stays raw uint16.
+DTYPES = {"BF16": ("uint16", 2), "F16": ("float16", 2), "F32": ("float32", 4)}
+INDEX_NAME = "model.safetensors.index.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+MAX_HEADER = 100 * 1024 * 1024
+PAGE = mmap.PAGESIZE
+
+
+@dataclass(frozen=True)
+class SourceTensor:
+    """One tensor inside a safetensors file: where its bytes are and what they hold."""
+
+    name: str
+    path: Path
+    dtype: str
+    shape: tuple[int, ...]
+    offset: int  # absolute byte offset in the file
+    nbytes: int
+
+    @property
+    def row_len(self) -> int:
+        """Elements per row: the last dimension (1 for a 1-D tensor, whose rows are its elements)."""
+        return self.shape[-1] if len(self.shape) > 1 else 1
+
+    @property
+    def rows(self) -> int:
+        return prod(self.shape) // self.row_len if self.shape else 1
+
+    @property
+    def itemsize(self) -> int:
+        return DTYPES[self.dtype][1]
+
+
+def read_header(path: Path) -> dict[str, SourceTensor]:
+    """Parse one safetensors file's header; refuses a truncated file or an unsupported dtype."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        raw = handle.read(8)
+        if len(raw) < 8:
+            raise UsageError(f"{path}: not a safetensors file (too short); re-export the model")
+        (length,) = struct.unpack("<Q", raw)
+        if length > min(MAX_HEADER, size - 8):
+            raise UsageError(f"{path}: not a safetensors file (bad header length); re-export the model")
+        header: dict[str, Any] = json.loads(handle.read(length))
+    header.pop("__metadata__", None)
+    base = 8 + length
+    tensors = {}
+    for name, info in header.items():
+        dtype = info["dtype"]
+        if dtype not in DTYPES:
+            raise UsageError(
+                f"{path}: tensor {name} is {dtype}; only F32/F16/BF16 weights convert: "
+                "merge or dequantize to a float model first"
+            )
+        start, end = info["data_offsets"]
+        if base + end > size:
+            raise UsageError(f"{path}: file is truncated (tensor {name} ends past the end); copy it again")
+        tensors[name] = SourceTensor(name, path, dtype, tuple(info["shape"]), base + start, end - start)
+    return tensors
+
+
+def model_files(model_dir: Path) -> list[Path]:
+    """The safetensors files of a model folder: the shards named by its index, or every *.safetensors."""
+    index = model_dir / INDEX_NAME
+    if index.is_file():
+        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map") or {}
+        names = sorted(set(weight_map.values()))
+        missing = [n for n in names if not (model_dir / n).is_file()]
+        if missing:
+            raise UsageError(f"{index}: shard {missing[0]} is missing; download or copy every shard")
+        return [model_dir / n for n in names]
+    files = sorted(p for p in model_dir.glob("*.safetensors") if p.name != ADAPTER_WEIGHTS)
+    if not files:
+        hint = "re-save it with safe_serialization=True" if any(model_dir.glob("*.bin")) else "export the model"
+        raise UsageError(f"{model_dir}: no *.safetensors weights found; {hint}")
+    return files
+
+
+def index_model(model_dir: Path) -> dict[str, SourceTensor]:
+    """Every tensor of a model folder by name, checked against the shard index when there is one."""
+    tensors: dict[str, SourceTensor] = {}
+    for path in model_files(model_dir):
+        tensors.update(read_header(path))
+    index = model_dir / INDEX_NAME
+    if index.is_file():
+        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map") or {}
+        absent = sorted(set(weight_map) - set(tensors))
+        if absent:
+            raise UsageError(f"{index}: tensor {absent[0]} is not in {weight_map[absent[0]]}; copy that shard again")
+    return tensors
+
+
+class MappedFiles:
+    """Read-only memory maps of safetensors files, opened on first use and closed together."""
+
+    def __init__(self) -> None:
+        self._maps: dict[Path, tuple[Any, mmap.mmap]] = {}
+
+    def _map(self, path: Path) -> mmap.mmap:
+        if path not in self._maps:
+            handle = open(path, "rb")
+            mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            if hasattr(mmap, "MADV_SEQUENTIAL"):
+                mapped.madvise(mmap.MADV_SEQUENTIAL)
+            self._maps[path] = (handle, mapped)
+        return self._maps[path][1]
+
+    def fileno(self, path: Path) -> int:
+        self._map(path)
+        return self._maps[path][0].fileno()
+
+    def rows(self, tensor: SourceTensor, start: int, count: int) -> Any:
+        """Rows ``start .. start+count`` of ``tensor`` as a (count, row_len) numpy view of the map."""
+        import numpy as np
+
+        dtype = np.dtype(DTYPES[tensor.dtype][0])
+        offset = tensor.offset + start * tensor.row_len * dtype.itemsize
+        flat = np.frombuffer(self._map(tensor.path), dtype=dtype, count=count * tensor.row_len, offset=offset)
+        return flat.reshape(count, tensor.row_len)
+
+    def release(self, tensor: SourceTensor, start: int, count: int) -> None:
+        """Drop the mapped pages of these rows from the resident set (the data stays in the page cache)."""
+        if not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        first = tensor.offset + start * tensor.row_len * tensor.itemsize
+        last = first + count * tensor.row_len * tensor.itemsize
+        first = -(-first // PAGE) * PAGE  # only whole pages inside the range
+        last = last // PAGE * PAGE
+        if last > first:
+            self._map(tensor.path).madvise(mmap.MADV_DONTNEED, first, last - first)
+
+    def close(self) -> None:
+        for handle, mapped in self._maps.values():
+            try:
+                mapped.close()
+            except BufferError:  # a numpy view is still alive; the map closes when it is collected
+                pass
+            handle.close()
+        self._maps.clear()
+
+
+def copy_range(src_fd: int, offset: int, nbytes: int, dst_fd: int) -> None:
+    """Copy file bytes to the current position of ``dst_fd`` inside the kernel (no user-space buffer)."""
+    done = 0
+    try:
+        while done < nbytes:
+            n = os.copy_file_range(src_fd, dst_fd, nbytes - done, offset + done)
+            if n == 0:
+                break
+            done += n
+    except (AttributeError, OSError):
+        pass
+    while done < nbytes:  # fallback: plain reads in bounded pieces
+        piece = os.pread(src_fd, min(64 << 20, nbytes - done), offset + done)
+        if not piece:
+            raise OSError(f"unexpected end of file reading {nbytes} bytes at {offset}")
+        view = memoryview(piece)
+        while view:
+            view = view[os.write(dst_fd, view) :]
+        done += len(piece)

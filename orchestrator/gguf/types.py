@@ -1,0 +1,87 @@
+"""Output types and the result of a conversion. Light module: no numpy, no gguf at import time."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import UsageError
+
+FLOAT_TYPES = ("f32", "f16", "bf16")
+# Block types the gguf package can quantize itself (block size 32).
+BLOCK_TYPES = ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1")
+# K-quants: llama.cpp's llama-quantize, or Ollama's own quantizer for the two it offers.
+KQUANT_TYPES = ("q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k")
+OLLAMA_KQUANTS = ("q4_k_s", "q4_k_m")
+OUT_TYPES = FLOAT_TYPES + BLOCK_TYPES + KQUANT_TYPES
+ADAPTER_TYPES = ("f32", "f16", "bf16", "q8_0")
+
+
+def normalize_type(out_type: str, allowed: tuple[str, ...] = OUT_TYPES) -> str:
+    """``"Q4_K_M"`` -> ``"q4_k_m"``; refuses a type the converter cannot write."""
+    name = out_type.strip().lower()
+    if name not in allowed:
+        raise UsageError(f"unknown GGUF type {out_type!r}; choose one of: {', '.join(allowed)}")
+    return name
+
+
+def file_type_name(out_type: str) -> str:
+    """The ``gguf.LlamaFileType`` member name for an output type (``q8_0`` -> ``MOSTLY_Q8_0``)."""
+    return "ALL_F32" if out_type == "f32" else f"MOSTLY_{out_type.upper()}"
+
+
+def ollama_quantize_name(out_type: str) -> str:
+    """The spelling Ollama's create ``quantize`` field uses: ``q4_k_m`` -> ``q4_K_M``."""
+    bits, _, rest = out_type.partition("_k")
+    return f"{bits}_K{rest.upper()}"
+
+
+@dataclass
+class ConvertResult:
+    """What a conversion wrote.
+
+    ``file_type`` is the short name of ``general.file_type`` as written (``Q8_0``, ``BF16``...). For a
+    K-quant, ``kquant_route`` is ``"llama-quantize"`` (quantized here) or ``"ollama"``: the file is then
+    F16/BF16 and Ollama's create must be given ``quantize=ollama_quantize``.
+    """
+
+    path: Path
+    kind: str  # "model" or "adapter"
+    architecture: str
+    requested_type: str
+    file_type: str
+    tensor_types: dict[str, int]
+    bytes_written: int
+    duration_s: float
+    parameter_count: int = 0
+    notes: list[str] = field(default_factory=list)
+    chat_template_source: str | None = None
+    kquant_route: str | None = None
+    ollama_quantize: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["path"] = str(self.path)
+        return data
+
+    def lines(self) -> list[str]:
+        """A short human summary, one fact per line (the CLI prints these)."""
+        types = ", ".join(f"{n} {name}" for name, n in sorted(self.tensor_types.items()))
+        mb = self.bytes_written / 1e6
+        out = [
+            f"wrote {self.path} ({mb:,.1f} MB, {self.architecture} {self.kind}, {self.file_type}) "
+            f"in {self.duration_s:.1f} s",
+            f"tensors: {types}",
+        ]
+        if self.kquant_route == "llama-quantize":
+            out.append(f"{self.requested_type}: quantized locally with llama-quantize")
+        elif self.kquant_route == "ollama":
+            out.append(
+                f"{self.requested_type}: llama-quantize not found; wrote {self.file_type} for Ollama to quantize "
+                f"at registration (quantize={self.ollama_quantize})"
+            )
+        if self.chat_template_source:
+            out.append(f"chat template: from {self.chat_template_source}")
+        out.extend(f"note: {note}" for note in self.notes)
+        return out
