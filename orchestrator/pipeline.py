@@ -223,6 +223,7 @@ def stage_fingerprint(ctx: RunContext, name: str) -> str:
             recipe.model.resolved_template,
             recipe.model.enable_thinking,
             str(serve.gguf_path(ctx)),
+            ctx.ollama_name,  # general.name in the file
         )
     return fingerprint(
         file_stat(serve.gguf_path(ctx)),

@@ -48,7 +48,12 @@ def stage_gguf(ctx: RunContext) -> StageResult:
         if not any(ctx.merged_dir.glob("*.safetensors")):
             raise StageError(f"no merged model in {ctx.merged_dir} to convert; run the merge stage first")
         result = convert_model(
-            ctx.merged_dir, out, ctx.recipe.gguf.type, chat_template=chat_template(ctx), on_progress=progress
+            ctx.merged_dir,
+            out,
+            ctx.recipe.gguf.type,
+            chat_template=chat_template(ctx),
+            on_progress=progress,
+            name=ctx.ollama_name,
         )
         source = ctx.merged_dir
     for note in result.notes:

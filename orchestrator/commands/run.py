@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -70,8 +69,23 @@ def handle(args: argparse.Namespace) -> int:
         return 0
     reporter.info(f"recipe {ctx.recipe_path} -> {ctx.run_dir} on {ctx.hardware.describe()}")
     result = pipeline.run_pipeline(ctx, force=args.force)
-    print(f"run finished: {result.run_dir} (manifest: {result.manifest})", file=sys.stdout)
-    merged = ctx.merged_dir
-    if "merge" in result.stages and merged.is_dir():
-        print(f"merged model: {merged}")
+    print(f"run finished: {result.run_dir} (manifest: {result.manifest})")
+    for line in summary(ctx):
+        print(line)
     return 0
+
+
+def summary(ctx) -> list[str]:
+    """What the run produced, and the next command when it stopped short of Ollama."""
+    stages = ctx.manifest.data["stages"]
+    lines = []
+    if "merge" in ctx.recipe.stages and ctx.merged_dir.is_dir():
+        lines.append(f"merged model: {ctx.merged_dir}")
+    gguf = stages.get("gguf", {}).get("outputs", {}).get("gguf")
+    if "gguf" in ctx.recipe.stages and gguf:
+        lines.append(f"gguf:         {gguf}")
+        if "register" not in ctx.recipe.stages:
+            lines.append(f"serve it:     orchestrator ollama register {gguf} --recipe {ctx.recipe_path}")
+    if "register" in ctx.recipe.stages and stages.get("register", {}).get("status") == "done":
+        lines.append(f"in Ollama:    ollama run {ctx.ollama_name}")
+    return lines
