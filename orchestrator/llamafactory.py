@@ -6,6 +6,7 @@ list, sends its raw output to a log file and reads ``trainer_log.jsonl`` for pro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -218,11 +219,8 @@ def _stop(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=15)
     except (subprocess.TimeoutExpired, ProcessLookupError):
-        with_kill = getattr(signal, "SIGKILL", signal.SIGTERM)
-        try:
-            os.killpg(proc.pid, with_kill)
-        except ProcessLookupError:
-            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
 

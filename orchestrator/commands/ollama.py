@@ -138,21 +138,13 @@ def run_register(args: argparse.Namespace) -> int:
     if not s.get("name"):
         raise UsageError("ollama register needs --name (or a --recipe that names the model)")
     gguf = Path(args.gguf)
-    adapter = s.get("base_model") is not None
-    if not adapter and s.get("quantize"):
+    if s.get("base_model") is None and s.get("quantize"):
         s["quantize"] = _quantize_for(gguf, s["quantize"], explicit=args.quantize is not None)
     progress = _Progress(sys.stderr)
     result = register_model(
         name=s["name"],
         run_dir=s["run_dir"],
-        gguf_path=None if adapter else gguf,
-        adapter_path=gguf if adapter else None,
-        base_model=s.get("base_model"),
-        template=s["template"],
-        enable_thinking=s["enable_thinking"],
-        system=s.get("system"),
-        num_ctx=s.get("num_ctx"),
-        parameters=s["parameters"],
+        **_serving(s, gguf),
         quantize=s.get("quantize"),
         host=s.get("host"),
         on_progress=progress,
@@ -162,6 +154,21 @@ def run_register(args: argparse.Namespace) -> int:
     progress.finish()
     _print_result(result)
     return 0
+
+
+def _serving(s: dict[str, Any], gguf: Path) -> dict[str, Any]:
+    """What the Modelfile is built from, shared by register and modelfile: with a base model, GGUF is an adapter."""
+    adapter = s.get("base_model") is not None
+    return {
+        "gguf_path": None if adapter else gguf,
+        "adapter_path": gguf if adapter else None,
+        "base_model": s.get("base_model"),
+        "template": s["template"],
+        "enable_thinking": s["enable_thinking"],
+        "system": s.get("system"),
+        "num_ctx": s.get("num_ctx"),
+        "parameters": s["parameters"],
+    }
 
 
 def _quantize_for(gguf: Path, wanted: str, *, explicit: bool) -> str | None:
@@ -198,18 +205,7 @@ def run_modelfile(args: argparse.Namespace) -> int:
     s = _settings(args)
     gguf = Path(args.gguf)
     target = Path(args.output) if args.output else Path.cwd() / "Modelfile"
-    adapter = s.get("base_model") is not None
-    text = build_modelfile(
-        folder=target.parent,
-        gguf_path=None if adapter else gguf,
-        adapter_path=gguf if adapter else None,
-        base_model=s.get("base_model"),
-        template=s["template"],
-        enable_thinking=s["enable_thinking"],
-        system=s.get("system"),
-        num_ctx=s.get("num_ctx"),
-        parameters=s["parameters"],
-    ).render()
+    text = build_modelfile(folder=target.parent, **_serving(s, gguf)).render()
     if args.output:
         from orchestrator.fsutil import write_text
 
