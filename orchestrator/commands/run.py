@@ -16,6 +16,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--dry-run", action="store_true", help="print the LLaMA-Factory YAML and run nothing")
     p.add_argument("--force", action="store_true", help="rerun every stage, even those already done")
+    p.add_argument(
+        "--until",
+        choices=("data", "train", "merge", "gguf", "register"),
+        help="stop after this stage (e.g. --until gguf where no Ollama runs, as on Colab)",
+    )
     p.set_defaults(handler=handle)
 
 
@@ -61,7 +66,7 @@ def handle(args: argparse.Namespace) -> int:
     from orchestrator import pipeline
 
     reporter = ConsoleReporter()
-    ctx = pipeline.prepare(args.recipe, reporter)
+    ctx = pipeline.prepare(args.recipe, reporter, until=args.until, assume_hardware=args.dry_run)
     if args.dry_run:
         for name, text in pipeline.dry_run(ctx).items():
             print(f"# {ctx.run_dir / name}")
