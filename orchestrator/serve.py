@@ -62,7 +62,7 @@ def stage_gguf(ctx: RunContext) -> StageResult:
         route = "llama-quantize, here" if result.kquant_route == "llama-quantize" else "Ollama, at registration"
         ctx.reporter.info(f"{ctx.recipe.gguf.type}: quantized by {route}")
     ctx.reporter.info(f"wrote {result.path} ({result.file_type}, {result.bytes_written / 2**20:.1f} MiB)")
-    details = {k: v for k, v in _as_dict(result).items() if k != "path"}
+    details = {k: v for k, v in result.to_dict().items() if k != "path"}
     return StageResult(inputs={"source": str(source)}, outputs={"gguf": str(result.path)}, details=details)
 
 
@@ -94,7 +94,7 @@ def stage_register(ctx: RunContext) -> StageResult:
         verify_chat=ctx.recipe.model.name_or_path != TINY_MODEL,
     )
     ctx.reporter.info(f"registered {result.name} at {result.host}; it answered: {result.answer[:80]!r}")
-    details = {k: v for k, v in _as_dict(result).items() if k not in ("modelfile",)}
+    details = {k: v for k, v in result.to_dict().items() if k != "modelfile"}
     return StageResult(inputs={"gguf": str(path)}, outputs={"modelfile": str(result.modelfile)}, details=details)
 
 
@@ -103,10 +103,3 @@ def _register_progress(ctx: RunContext, event: Any) -> None:
         ctx.reporter.transfer(event.phase, event.completed or 0, event.total)
     else:
         ctx.reporter.info(event.message)
-
-
-def _as_dict(obj: Any) -> dict[str, Any]:
-    import dataclasses
-    import json
-
-    return json.loads(json.dumps(dataclasses.asdict(obj), default=str))

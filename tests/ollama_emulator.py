@@ -124,6 +124,19 @@ def error(status: int, message: str) -> Response:
     return Response(status, {"error": message})
 
 
+def json_object(request: EmulatedRequest, go_type: str) -> dict[str, Any] | Response:
+    """A request's JSON object body, or the 400 Ollama answers for a missing, broken or non-object body."""
+    if not request.body:
+        return error(400, "missing request body")
+    try:
+        body = json.loads(request.body)
+    except ValueError as exc:
+        return error(400, f"invalid character in request body: {exc}")
+    if not isinstance(body, dict):
+        return error(400, f"json: cannot unmarshal into Go value of type {go_type}")
+    return body
+
+
 def canonical_model(name: str) -> str:
     """Ollama's name completion: a model without a tag is ``:latest``."""
     return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
@@ -271,14 +284,9 @@ class OllamaEmulator:
         return Response(200, {"version": self.version})
 
     def handle_chat(self, request: EmulatedRequest) -> Response | Stream:
-        if not request.body:
-            return error(400, "missing request body")
-        try:
-            body = json.loads(request.body)
-        except ValueError as exc:
-            return error(400, f"invalid character in request body: {exc}")
-        if not isinstance(body, dict):
-            return error(400, "json: cannot unmarshal into Go value of type api.ChatRequest")
+        body = json_object(request, "api.ChatRequest")
+        if isinstance(body, Response):
+            return body
         problem = _check_chat_request(body)
         if problem:
             return problem
@@ -340,14 +348,9 @@ class OllamaEmulator:
     # -- create ----------------------------------------------------------------------------------
 
     def handle_create(self, request: EmulatedRequest) -> Response | Stream:
-        if not request.body:
-            return error(400, "missing request body")
-        try:
-            body = json.loads(request.body)
-        except ValueError as exc:
-            return error(400, f"invalid character in request body: {exc}")
-        if not isinstance(body, dict):
-            return error(400, "json: cannot unmarshal into Go value of type api.CreateRequest")
+        body = json_object(request, "api.CreateRequest")
+        if isinstance(body, Response):
+            return body
         problem = self._check_create(body)
         if problem:
             return problem
@@ -503,7 +506,8 @@ class OllamaEmulator:
 
     # -- show, tags, delete ------------------------------------------------------------------------
 
-    def _named(self, request: EmulatedRequest) -> tuple[str, EmulatedModel | None] | Response:
+    def _named(self, request: EmulatedRequest) -> EmulatedModel | Response:
+        """The model a show/delete request names: 400 without a name, 404 when it does not exist."""
         try:
             body = json.loads(request.body or b"null")
         except ValueError:
@@ -511,15 +515,13 @@ class OllamaEmulator:
         name = (body or {}).get("model") or (body or {}).get("name") if isinstance(body, dict) else None
         if not name:
             return error(400, "model is required")
-        return name, self.models.get(canonical_model(name))
+        model = self.models.get(canonical_model(name))
+        return model if model is not None else error(404, f"model '{name}' not found")
 
     def handle_show(self, request: EmulatedRequest) -> Response:
-        named = self._named(request)
-        if isinstance(named, Response):
-            return named
-        name, model = named
-        if model is None:
-            return error(404, f"model '{name}' not found")
+        model = self._named(request)
+        if isinstance(model, Response):
+            return model
         return Response(
             200,
             {
@@ -553,12 +555,9 @@ class OllamaEmulator:
         return Response(200, {"models": models})
 
     def handle_delete(self, request: EmulatedRequest) -> Response:
-        named = self._named(request)
-        if isinstance(named, Response):
-            return named
-        name, model = named
-        if model is None:
-            return error(404, f"model '{name}' not found")
+        model = self._named(request)
+        if isinstance(model, Response):
+            return model
         del self.models[model.name]
         return Response(200)
 
