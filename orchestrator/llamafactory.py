@@ -6,24 +6,21 @@ list, sends its raw output to a log file and reads ``trainer_log.jsonl`` for pro
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import StageError, UsageError
 from orchestrator.hardware import Hardware
+from orchestrator.procs import run_logged
 from orchestrator.recipe import Recipe
+from orchestrator.run import Progress
 
 log = logging.getLogger(__name__)
 ERROR_LINE = re.compile(r"^\s*([\w.]+(Error|Exception|Interrupt)|RuntimeError|OSError|Killed)\b.*")
@@ -120,23 +117,16 @@ def cli_path() -> str:
     return found
 
 
-def subprocess_env(model_path: str, hw: Hardware) -> dict[str, str]:
+def subprocess_env(model_path: str, hw: Hardware, cache_dir: Path) -> dict[str, str]:
+    """LLaMA-Factory's environment. The datasets library caches the tokenized conversations (people's
+    private chats) as Arrow files: ``cache_dir`` keeps them inside the run folder, not in ~/.cache."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+    env["HF_DATASETS_CACHE"] = str(cache_dir / "datasets")
     if Path(model_path).is_dir():
         env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")  # a local model needs no hub round trips
     if hw.backend == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""  # hardware: cpu on a GPU machine really means the CPU
     return env
-
-
-@dataclass
-class Progress:
-    step: int
-    total: int
-    loss: float | None
-    elapsed: str
-    remaining: str
-    epoch: float | None = None
 
 
 def read_trainer_log(path: Path) -> list[dict[str, Any]]:
@@ -146,9 +136,11 @@ def read_trainer_log(path: Path) -> list[dict[str, Any]]:
     records = []
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except ValueError:
             continue
+        if isinstance(record, dict):
+            records.append(record)
     return records
 
 
@@ -162,32 +154,22 @@ def run_cli(
     on_progress: Callable[[Progress], None] | None = None,
     poll_seconds: float = 1.0,
 ) -> None:
-    """Run ``llamafactory-cli <command> <config>``; raw output to ``log_path``; raise StageError on failure."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    """Run ``llamafactory-cli <command> <config>``; raw output to ``log_path``; raise StageError on failure.
+
+    A ``trainer_log`` left by an earlier run is removed first, so that only this run's steps are shown.
+    """
+    if trainer_log is not None:
+        trainer_log.unlink(missing_ok=True)
+    seen = [0]
+
+    def poll() -> None:
+        seen[0] = _report(trainer_log, seen[0], on_progress)
+
     argv = [cli_path(), command, str(config_path)]
-    log.info("running %s (log: %s)", " ".join(argv), log_path)
-    seen = 0
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            argv,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            cwd=config_path.parent,
-            start_new_session=True,
-        )
-        try:
-            while proc.poll() is None:
-                time.sleep(poll_seconds)
-                seen = _report(trainer_log, seen, on_progress)
-        except BaseException:
-            _stop(proc)
-            raise
-    _report(trainer_log, seen, on_progress)
-    if proc.returncode != 0:
+    code = run_logged(argv, log_path, env=env, cwd=config_path.parent, poll=poll, poll_seconds=poll_seconds)
+    if code != 0:
         raise StageError(
-            f"llamafactory-cli {command} failed (exit {proc.returncode}): "
+            f"llamafactory-cli {command} failed (exit {code}): "
             f"{' | '.join(error_lines(log_path))}\n  full log: {log_path}"
         )
 
@@ -209,19 +191,6 @@ def _report(trainer_log: Path | None, seen: int, on_progress: Callable[[Progress
                 )
             )
     return len(records)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Ctrl-C or an error here: stop LLaMA-Factory (and its workers) instead of leaving it running."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(timeout=15)
-    except (subprocess.TimeoutExpired, ProcessLookupError):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def error_lines(log_path: Path, limit: int = 3) -> list[str]:

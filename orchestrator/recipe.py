@@ -7,6 +7,7 @@ recipe reads like its docs; anything else of LLaMA-Factory's goes verbatim throu
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -15,36 +16,25 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestrator.errors import RecipeError
+from orchestrator.gguf.types import ADAPTER_TYPES, OUT_TYPES
 
 STAGES = ("data", "train", "merge", "gguf", "register")
 TINY_MODEL = "tiny-qwen3"
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "recipes"
 DEFAULT_RECIPE = "quickstart"
-GGUF_TYPES = (
-    "f32",
-    "f16",
-    "bf16",
-    "q8_0",
-    "q4_0",
-    "q4_1",
-    "q5_0",
-    "q5_1",
-    "q4_k_s",
-    "q4_k_m",
-    "q5_k_s",
-    "q5_k_m",
-    "q6_k",
-    "q3_k_m",
-    "q2_k",
-)
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # allow_inf_nan: `learning_rate: .inf` would train to an all-NaN adapter and report success.
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 class ModelSpec(Section):
-    name_or_path: str = Field(description=f"Hub id, local folder, or '{TINY_MODEL}' (tiny random Qwen3, built here)")
+    name_or_path: str = Field(
+        description=f"Hub id, local folder, or '{TINY_MODEL}' (tiny random Qwen3, built here)",
+        min_length=1,
+        pattern=r"\S",
+    )
     template: Literal["qwen3", "qwen3_nothink"] | None = Field(
         None, description="LLaMA-Factory chat template; chosen from the model name when omitted"
     )
@@ -109,7 +99,9 @@ class TrainSpec(Section):
 
 
 class GGUFSpec(Section):
-    type: Literal[GGUF_TYPES] = Field("q8_0", description="GGUF tensor type")  # type: ignore[valid-type]
+    type: Literal[OUT_TYPES] | None = Field(  # type: ignore[valid-type]
+        None, description="GGUF tensor type (default: q8_0 for a merged model, f16 for serve: adapter)"
+    )
 
 
 class OllamaSpec(Section):
@@ -144,10 +136,28 @@ class Recipe(Section):
             raise ValueError(f"stages must be distinct and in pipeline order: {', '.join(STAGES)}")
         return stages
 
+    @field_validator("llamafactory", "llamafactory_export")
+    @classmethod
+    def _passthrough(cls, keys: dict[str, Any], info: Any) -> dict[str, Any]:
+        owned = PIPELINE_OWNED[info.field_name]
+        for key, value in keys.items():
+            if key in owned:
+                raise ValueError(f"{key} is set by the pipeline; {owned[key]}")
+            if not _finite(value):
+                raise ValueError(f"{key}: {value!r} is not a finite number")
+        return keys
+
     @model_validator(mode="after")
     def _check(self) -> Recipe:
         if self.ollama.serve == "adapter" and "register" in self.stages and not self.ollama.base_model:
             raise ValueError("ollama.serve: adapter needs ollama.base_model (the Ollama model the adapter goes on)")
+        if self.ollama.serve == "adapter" and self.gguf.type and self.gguf.type not in ADAPTER_TYPES:
+            raise ValueError(
+                f"gguf.type {self.gguf.type} cannot hold a LoRA adapter (ollama.serve: adapter); "
+                f"use one of {', '.join(ADAPTER_TYPES)}"
+            )
+        if self.gguf.type is None:
+            self.gguf.type = "f16" if self.ollama.serve == "adapter" else "q8_0"
         return self
 
     @property
@@ -157,6 +167,41 @@ class Recipe(Section):
     @property
     def run_dir(self) -> Path:
         return Path(self.runs_dir) / self.name
+
+
+# Keys of LLaMA-Factory's that the pipeline writes itself, and where a recipe sets them instead.
+_RUN = "the run folder decides it (runs_dir and name)"
+PIPELINE_OWNED: dict[str, dict[str, str]] = {
+    "llamafactory": {
+        "model_name_or_path": "set model.name_or_path",
+        "output_dir": _RUN,
+        "dataset": "set data.name",
+        "dataset_dir": "set data.dataset_dir",
+        "template": "set model.template",
+        "enable_thinking": "set model.enable_thinking",
+        "finetuning_type": "the pipeline trains LoRA adapters (method: lora or qlora)",
+        "stage": "the pipeline runs supervised fine-tuning (sft)",
+        "do_train": "the pipeline always trains",
+        "overwrite_output_dir": _RUN,
+    },
+    "llamafactory_export": {
+        "model_name_or_path": "set model.name_or_path",
+        "adapter_name_or_path": _RUN,
+        "export_dir": _RUN,
+        "template": "set model.template",
+        "finetuning_type": "the pipeline merges LoRA adapters",
+    },
+}
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
 
 
 def resolve_recipe_path(ref: str | Path | None) -> Path:
@@ -173,11 +218,11 @@ def resolve_recipe_path(ref: str | Path | None) -> Path:
     raise RecipeError(ref, [f"no such recipe file; shipped recipes: {', '.join(available) or 'none'}"])
 
 
-def load_recipe(ref: str | Path | None = None, overrides: dict[str, Any] | None = None) -> tuple[Recipe, Path]:
+def load_recipe(ref: str | Path | None = None) -> tuple[Recipe, Path]:
     """Load and validate a recipe; every problem is reported at once in a RecipeError."""
     path = resolve_recipe_path(ref)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=_StrictLoader)  # noqa: S506 (safe loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -186,9 +231,26 @@ def load_recipe(ref: str | Path | None = None, overrides: dict[str, Any] | None 
         raise RecipeError(str(path), [f"cannot read the file ({exc})"]) from exc
     if not isinstance(data, dict):
         raise RecipeError(str(path), ["the recipe must be a mapping of keys (name, model, data, ...)"])
-    for dotted, value in (overrides or {}).items():
-        _set_dotted(data, dotted, value)
     return validate_recipe(data, str(path)), path
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (YAML says keys are unique;
+    PyYAML silently keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' is given twice; keep one", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _StrictLoader.construct_mapping)
 
 
 def validate_recipe(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
@@ -228,14 +290,6 @@ def _model_at(loc: list[str]) -> type[BaseModel] | None:
         annotation = model.model_fields[part].annotation
         model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
     return model
-
-
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, last = dotted.split(".")
-    node = data
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[last] = value
 
 
 def dump_recipe(recipe: Recipe) -> str:

@@ -58,7 +58,8 @@ def test_quickstart_then_register_after_ollama_comes_up(workdir, capsys):
     reader = GGUFReader(gguf_file)
     template = reader.fields["tokenizer.chat_template"]
     assert "<think>" in bytes(template.parts[template.data[0]]).decode()
-    assert (run / "train.yaml").is_file() and (run / "export.yaml").is_file() and (run / "recipe.yaml").is_file()
+    assert (run / "train.yaml").is_file() and (run / "export.yaml").is_file()
+    assert manifest["resolved_recipe"]["gguf"]["type"] == "q8_0"
 
     # 2. The same recipe plus register, while Ollama is down: earlier stages are not redone, and the
     #    stage ends with the command to run later.

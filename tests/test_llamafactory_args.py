@@ -2,10 +2,11 @@
 
 import pytest
 
-from orchestrator import pipeline
 from orchestrator.errors import UsageError
 from orchestrator.hardware import Hardware
-from orchestrator.recipe import SHIPPED_DIR
+from orchestrator.recipe import SHIPPED_DIR, load_recipe
+from orchestrator.run import open_run
+from orchestrator.stages import merge, train
 
 HARDWARE = {
     "cpu": Hardware("cpu"),
@@ -24,23 +25,24 @@ def lf_parsers():
 
 
 def configs_for(recipe_path, hw):
-    ctx = pipeline.prepare(recipe_path, hardware=hw)
-    return ctx, ctx.train_config(), ctx.export_config()
+    ctx = open_run(recipe_path, hardware=hw)
+    return ctx, train.config(ctx), merge.config(ctx)
 
 
 @pytest.mark.parametrize("recipe_path", sorted(SHIPPED_DIR.glob("*.yaml")), ids=lambda p: p.stem)
 def test_llamafactory_accepts_generated_yaml(recipe_path, lf_parsers, monkeypatch, tmp_path):
     get_train_args, get_infer_args, targs = lf_parsers
-    recipe_hw = pipeline.prepare(recipe_path, hardware=HARDWARE["cpu"]).recipe.hardware
+    recipe_hw = load_recipe(recipe_path)[0].hardware
     kinds = [k for k in HARDWARE if k.startswith(recipe_hw)] if recipe_hw != "auto" else list(HARDWARE)
     for kind in kinds:
-        ctx, train, export = configs_for(recipe_path, HARDWARE[kind])
+        ctx, train_yaml, export = configs_for(recipe_path, HARDWARE[kind])
         if kind != "cpu":
             # The parser checks that this machine has a GPU for bf16/fp16; pretend it has one.
             monkeypatch.setattr(targs, "is_torch_bf16_gpu_available", lambda: True)
-        train["output_dir"] = str(tmp_path / kind / "adapter")  # never write into the repo
-        model_args, data_args, training_args, finetuning_args, _ = get_train_args(dict(train))
-        assert finetuning_args.finetuning_type == "lora" and finetuning_args.lora_rank == train["lora_rank"]
+        train_yaml["output_dir"] = str(tmp_path / kind / "adapter")  # never write into the repo
+        model_args, data_args, training_args, finetuning_args, _ = get_train_args(dict(train_yaml))
+        lora_rank = train_yaml["lora_rank"]
+        assert finetuning_args.finetuning_type == "lora" and finetuning_args.lora_rank == lora_rank
         assert data_args.template == ctx.recipe.model.resolved_template
         assert model_args.quantization_bit == (4 if ctx.recipe.method == "qlora" else None)
         assert training_args.bf16 == (kind in ("cuda", "rocm"))

@@ -106,3 +106,79 @@ def test_missing_source_file_is_a_clear_error(workdir, capsys):
     err = capsys.readouterr().err
     assert "data/nope.jsonl: no such file" in err and "Traceback" not in err
     assert not (workdir / "data" / "x.jsonl").exists()
+
+
+MINIMAL = "name: r\nmodel: {name_or_path: Qwen/Qwen3-4B}\ndata: {sources: [{type: file, path: a.jsonl}]}\n"
+
+
+def problems_of(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(RecipeError) as info:
+        load_recipe(write(tmp_path, text))
+    return info.value.problems
+
+
+def test_non_finite_numbers_are_refused(tmp_path):
+    problems = problems_of(
+        tmp_path,
+        MINIMAL + "train: {learning_rate: .inf, num_train_epochs: .nan}\nllamafactory: {max_grad_norm: .inf}\n",
+    )
+    assert "train.learning_rate: Input should be a finite number (got inf)" in problems
+    assert any(p.startswith("train.num_train_epochs: Input should be a finite number") for p in problems)
+    assert "llamafactory: max_grad_norm: inf is not a finite number" in problems
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "fix"),
+    [
+        ("llamafactory", "output_dir", "the run folder decides it"),
+        ("llamafactory", "model_name_or_path", "set model.name_or_path"),
+        ("llamafactory", "dataset", "set data.name"),
+        ("llamafactory_export", "export_dir", "the run folder decides it"),
+    ],
+)
+def test_keys_the_pipeline_owns_are_refused_in_the_passthrough(tmp_path, section, key, fix):
+    problems = problems_of(tmp_path, MINIMAL + f"{section}: {{{key}: /tmp/elsewhere}}\n")
+    assert len(problems) == 1 and problems[0].startswith(f"{section}: {key} is set by the pipeline; {fix}")
+
+
+def test_an_empty_model_is_refused(tmp_path):
+    for value in ('""', '"  "'):
+        problems = problems_of(tmp_path, MINIMAL.replace("Qwen/Qwen3-4B", value))
+        assert len(problems) == 1 and problems[0].startswith("model.name_or_path:")
+
+
+def test_a_key_given_twice_is_refused_with_its_line(tmp_path):
+    problems = problems_of(tmp_path, MINIMAL + "train:\n  learning_rate: 1.0e-4\n  learning_rate: 1.0e-3\n")
+    assert problems == ["line 6, column 3: not valid YAML (key 'learning_rate' is given twice; keep one)"]
+
+
+def test_a_recipe_with_a_bom_loads(tmp_path):
+    path = tmp_path / "bom.yaml"
+    path.write_bytes(b"\xef\xbb\xbf" + MINIMAL.encode())
+    assert load_recipe(path)[0].name == "r"
+
+
+def test_adapter_route_uses_its_own_gguf_type(tmp_path):
+    adapter = MINIMAL + "ollama: {serve: adapter, base_model: qwen3:4b}\n"
+    assert load_recipe(write(tmp_path, adapter))[0].gguf.type == "f16"
+    assert load_recipe(write(tmp_path, MINIMAL))[0].gguf.type == "q8_0"
+    assert problems_of(tmp_path, adapter + "gguf: {type: q4_k_m}\n") == [
+        "(top level): gguf.type q4_k_m cannot hold a LoRA adapter (ollama.serve: adapter); "
+        "use one of f32, f16, bf16, q8_0"
+    ]
+
+
+def test_every_gguf_type_the_converter_writes_is_a_recipe_type(tmp_path):
+    from orchestrator.gguf.types import OUT_TYPES
+
+    for name in OUT_TYPES:  # q3_k_s among them: the recipe and the converter read one table
+        assert load_recipe(write(tmp_path, MINIMAL + f"gguf: {{type: {name}}}\n"))[0].gguf.type == name
+
+
+def test_qlora_on_cpu_is_refused_when_the_recipe_is_resolved(capsys):
+    assert main(["run", "qwen3-8b-qlora-cuda", "--dry-run"]) == 0  # a dry run assumes the GPU
+    from orchestrator.hardware import Hardware
+    from orchestrator.run import open_run
+
+    with pytest.raises(Exception, match="qlora needs a GPU .* this run is on the CPU"):
+        open_run("qwen3-8b-qlora-cuda", hardware=Hardware("cpu"))

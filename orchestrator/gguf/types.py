@@ -8,14 +8,54 @@ from typing import Any
 
 from orchestrator.errors import UsageError
 
-FLOAT_TYPES = ("f32", "f16", "bf16")
-# Block types the gguf package can quantize itself (block size 32).
-BLOCK_TYPES = ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1")
-# K-quants: llama.cpp's llama-quantize, or Ollama's own quantizer for the two it offers.
-KQUANT_TYPES = ("q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k")
-OLLAMA_KQUANTS = ("q4_k_s", "q4_k_m")
-OUT_TYPES = FLOAT_TYPES + BLOCK_TYPES + KQUANT_TYPES
-ADAPTER_TYPES = ("f32", "f16", "bf16", "q8_0")
+
+@dataclass(frozen=True)
+class GGUFType:
+    """One output type: how it is made, and whether Ollama's create can quantize to it."""
+
+    name: str  # lower case, as recipes and the CLI spell it: q4_k_m
+    kind: str  # "float", "block" (the gguf package quantizes it) or "kquant" (llama-quantize, or Ollama)
+    ollama_quantize: bool = False  # Ollama's create `quantize` accepts it (from an F16/BF16/F32 source)
+    adapter: bool = False  # a LoRA adapter GGUF can be written in it
+
+
+# The one table of GGUF types: the recipe schema, the converter, the CLI help and the Ollama quantize
+# route all read it.
+TYPES: tuple[GGUFType, ...] = (
+    GGUFType("f32", "float", ollama_quantize=True, adapter=True),
+    GGUFType("f16", "float", ollama_quantize=True, adapter=True),
+    GGUFType("bf16", "float", ollama_quantize=True, adapter=True),
+    GGUFType("q8_0", "block", ollama_quantize=True, adapter=True),
+    GGUFType("q4_0", "block"),
+    GGUFType("q4_1", "block"),
+    GGUFType("q5_0", "block"),
+    GGUFType("q5_1", "block"),
+    GGUFType("q2_k", "kquant"),
+    GGUFType("q3_k_s", "kquant"),
+    GGUFType("q3_k_m", "kquant"),
+    GGUFType("q3_k_l", "kquant"),
+    GGUFType("q4_k_s", "kquant", ollama_quantize=True),
+    GGUFType("q4_k_m", "kquant", ollama_quantize=True),
+    GGUFType("q5_k_s", "kquant"),
+    GGUFType("q5_k_m", "kquant"),
+    GGUFType("q6_k", "kquant"),
+)
+BY_NAME = {t.name: t for t in TYPES}
+OUT_TYPES = tuple(t.name for t in TYPES)
+FLOAT_TYPES = tuple(t.name for t in TYPES if t.kind == "float")
+BLOCK_TYPES = tuple(t.name for t in TYPES if t.kind == "block")
+KQUANT_TYPES = tuple(t.name for t in TYPES if t.kind == "kquant")
+# K-quants Ollama makes itself at create time when llama-quantize is not installed.
+OLLAMA_KQUANTS = tuple(t.name for t in TYPES if t.kind == "kquant" and t.ollama_quantize)
+# What Ollama's create `quantize` accepts, in Ollama's spelling (q4_K_M).
+OLLAMA_QUANTIZE = tuple(t.name for t in TYPES if t.ollama_quantize)
+ADAPTER_TYPES = tuple(t.name for t in TYPES if t.adapter)
+
+
+def types_help() -> str:
+    """The list for --help texts."""
+    plain = " ".join(FLOAT_TYPES + BLOCK_TYPES)
+    return f"{plain}, or a K-quant ({' '.join(KQUANT_TYPES)})"
 
 
 def normalize_type(out_type: str, allowed: tuple[str, ...] = OUT_TYPES) -> str:

@@ -1,0 +1,96 @@
+"""The one progress renderer of the command line, on stderr: stage lines, training steps, and bytes
+converted, hashed or uploaded. On a terminal bytes are a live bar (rich); in a log (CI, nohup, Colab)
+every step and every quarter of a transfer is one plain line, so logs stay short and readable.
+
+It implements the ``orchestrator.run.Reporter`` protocol; the library never prints by itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ConsoleReporter:
+    def __init__(self, console: Any = None) -> None:
+        from rich.console import Console
+
+        self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
+        self._last_step = -1
+        self._transfer: tuple[str, int] | None = None
+        self._quarter = -1
+        self._bar: Any = None
+        self._task: Any = None
+
+    # -- the Reporter protocol -------------------------------------------------------------------------
+
+    def stage(self, name: str, status: str, message: str = "") -> None:
+        self.close()
+        style = {"done": "green", "failed": "red", "skipped": "dim"}.get(status, "bold")
+        self.console.print(f"[{style}]{name:<6} {status}[/{style}] {message}".rstrip())
+
+    def progress(self, p: Any) -> None:
+        if p.step == self._last_step:
+            return
+        self._last_step = p.step
+        loss = f"{p.loss:.4f}" if p.loss is not None else "-"
+        self.console.print(f"  step {p.step}/{p.total}  loss {loss}  elapsed {p.elapsed}  eta {p.remaining}")
+
+    def transfer(self, label: str, done: int, total: int) -> None:
+        if total <= 0:
+            return
+        if self.console.is_terminal:
+            self._live(label, done, total)
+            return
+        if (label, total) != self._transfer:
+            self._transfer, self._quarter = (label, total), -1
+        quarter = 4 * done // total
+        if quarter > self._quarter:
+            self._quarter = quarter
+            self.console.print(f"  {label} {_size(done)} / {_size(total)} ({100 * done / total:.0f}%)")
+
+    def info(self, message: str) -> None:
+        self.close()
+        self.console.print(f"  {message}", markup=False)
+
+    # -- Ollama registration events (orchestrator.ollama.register.RegisterProgress) ---------------------
+
+    def register_event(self, event: Any) -> None:
+        if event.total and event.completed is not None:
+            self.transfer(event.message or event.phase, event.completed, event.total)
+        elif event.message:
+            self.info(f"[{event.phase}] {event.message}")
+
+    def close(self) -> None:
+        """End a live bar (the next line starts clean)."""
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = self._task = None
+            self._transfer = None
+
+    def _live(self, label: str, done: int, total: int) -> None:
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+        if (label, total) != self._transfer:
+            self.close()
+            self._transfer = (label, total)
+            self._bar = Progress(
+                TextColumn(f"  {label}"),
+                BarColumn(),
+                DownloadColumn(binary_units=True),
+                TransferSpeedColumn(),
+                console=self.console,
+                transient=False,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(label, total=total)
+        self._bar.update(self._task, completed=done)
+        if done >= total:
+            self.close()
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
