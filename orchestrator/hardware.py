@@ -37,8 +37,12 @@ class Hardware:
 
 
 def detect() -> Hardware:
-    """Probe torch. A ROCm build of torch reports its GPUs through ``torch.cuda`` with ``torch.version.hip`` set."""
-    import torch
+    """Probe torch. A ROCm build of torch reports its GPUs through ``torch.cuda`` with ``torch.version.hip`` set.
+    Without torch (the train extra not installed) no GPU can be used: the CPU, with no torch version."""
+    try:
+        import torch
+    except ImportError:
+        return Hardware("cpu")
 
     backend = "rocm" if getattr(torch.version, "hip", None) else "cuda"
     if not torch.cuda.is_available():
@@ -68,6 +72,8 @@ def resolve(requested: str, detected: Hardware | None = None, *, assume: bool = 
         "cuda": "install a CUDA build of torch and check `nvidia-smi`",
         "rocm": "install a ROCm build of torch and check `rocm-smi`",
     }[requested]
+    if not found.torch_version:
+        hint = f"torch is not installed; install the train extra (pip install -e '.[train]') or {hint}"
     raise UsageError(
         f"hardware: {requested} was asked for but this machine offers {found.describe()}; {hint}, or set hardware: auto"
     )

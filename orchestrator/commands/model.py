@@ -17,7 +17,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def handle_tiny(args: argparse.Namespace) -> int:
+    from orchestrator.deps import TINY_MODULES, require
     from orchestrator.tiny import DEFAULT_DIR, TinySpec, build_tiny_qwen3
+
+    require(TINY_MODULES, "building the tiny model")
 
     spec = TinySpec(num_hidden_layers=args.layers, hidden_size=args.hidden, intermediate_size=2 * args.hidden)
     out = build_tiny_qwen3(args.out or DEFAULT_DIR, spec, force=args.force)

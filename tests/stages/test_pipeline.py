@@ -120,3 +120,15 @@ def lf_path(workdir: Path) -> str:
     from orchestrator import llamafactory
 
     return llamafactory.cli_path()  # the fake, installed by the fixture
+
+
+def test_without_torch_a_run_says_which_extra_to_install(workdir, local_model):
+    recipe = write_recipe(workdir, recipe_text(local_model).replace("hardware: cpu", "hardware: auto"))
+    code = (
+        "import sys; sys.modules['torch'] = None; from orchestrator.cli import main; "
+        f"sys.exit(main(['run', {recipe!r}]))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "the train stage needs the Python package 'torch'" in done.stderr and ".[train]" in done.stderr
