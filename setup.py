@@ -29,6 +29,7 @@ setup(
         "requests>=2.31",
         "rich>=13.0",
         "gguf>=0.17",
+        "orjson>=3.9",
     ],
     extras_require={
         "train": TRAIN,

@@ -3,7 +3,8 @@
 Recording rule: the user's turn is stored *before* the request is sent, in its own transaction, and the
 assistant's turn once its answer has streamed in completely. So a failed request (server down, an error
 mid-stream, Ctrl-C) never loses what the user typed: the turn stays in the store and in ``history``,
-the error says so, and ``chat()`` without text asks the model again. A partial answer is not stored.
+the error says so, and ``chat()`` without text asks the model again. A partial answer is not stored;
+the session is marked failed (``orchestrator sessions`` shows it) until an answer is recorded.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from orchestrator.conversations import Message, ToolCall
-from orchestrator.errors import OllamaError, UsageError
+from orchestrator.conversations import MalformedError, Message, ToolCall
+from orchestrator.errors import OllamaError, OrchestratorError, UsageError
 from orchestrator.memory import DEFAULT_DB, MemoryStore, new_session_id
 from orchestrator.ollama.client import OllamaClient
 
@@ -124,12 +125,22 @@ class OllamaChat:
         try:
             reply = self._stream(on_content, on_thinking)
         except OllamaError as exc:
+            self._mark_failed(str(exc))
             raise OllamaError(
                 f"{exc} (the last turn is saved in session {self.session_id!r} and gets its answer on retry)"
             ) from exc
+        except BaseException:  # Ctrl-C, a failing callback
+            self._mark_failed("interrupted")
+            raise
         self._record([reply])
         self.history.append(reply)
         return reply
+
+    def _mark_failed(self, reason: str) -> None:
+        try:
+            self.store.mark_failed(self.session_id, reason[:300])
+        except OrchestratorError as exc:  # the request's own error is the one to report
+            log.warning("could not mark session %r as failed: %s", self.session_id, exc)
 
     def _stream(self, on_content: Callback | None, on_thinking: Callback | None) -> Message:
         content: list[str] = []
@@ -150,7 +161,7 @@ class OllamaChat:
                     content.append(message["content"])
                     if on_content:
                         on_content(message["content"])
-                calls.extend(ToolCall.from_ollama(call) for call in message.get("tool_calls") or [])
+                calls.extend(self._tool_calls(message))
                 if chunk.get("done"):
                     final = chunk
         finally:
@@ -161,6 +172,17 @@ class OllamaChat:
             log.warning("the answer was cut at the length limit (num_predict / num_ctx)")
         self.last_response = final
         return Message("assistant", "".join(content), thinking="".join(thinking) or None, tool_calls=calls)
+
+    def _tool_calls(self, message: dict[str, Any]) -> list[ToolCall]:
+        try:
+            calls = message.get("tool_calls") or []
+            if not isinstance(calls, list):
+                raise MalformedError("tool_calls is not a list")
+            return [ToolCall.from_ollama(call) for call in calls]
+        except MalformedError as exc:
+            raise OllamaError(
+                f"Ollama at {self.client.base_url} sent a tool call that cannot be recorded ({exc})"
+            ) from None
 
     def add_tool_result(self, name: str, content: Any) -> Message:
         """Record the result of tool ``name`` as a ``tool`` turn; ``chat()`` without text then goes on."""

@@ -130,14 +130,16 @@ def canonical_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
     "required"?, "items"?, "$defs"?}}}``; a property keeps ``type``, ``description``, ``enum``, ``items``,
     ``anyOf``, ``properties`` and ``required`` (Ollama drops other keys such as ``default``), and
     properties are sorted by name. A bare function (``{"name": ...}``) is wrapped as LLaMA-Factory does.
+    A definition that is not that shape (a property that is not an object...) raises ``MalformedError``.
     """
     out = []
     for tool in tools or []:
+        tool = _object(tool, "a tool")
         function = tool.get("function") if isinstance(tool.get("function"), dict) else tool
         fn: dict[str, Any] = {"name": function.get("name", "")}
         if function.get("description"):
             fn["description"] = function["description"]
-        params = function.get("parameters") or {}
+        params = _object(function.get("parameters") or {}, "a tool's parameters")
         if params.get("type") or params.get("properties"):
             fn["parameters"] = _canonical_parameters(params)
         kind = tool.get("type") if "function" in tool and tool.get("type") else "function"
@@ -145,10 +147,26 @@ def canonical_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
     return out
 
 
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        from orchestrator.conversations import MalformedError, json_type
+
+        raise MalformedError(f"{what} is {json_type(value)}, not an object")
+    return value
+
+
+def _list(value: Any, what: str) -> list[Any]:
+    if not isinstance(value, list):
+        from orchestrator.conversations import MalformedError, json_type
+
+        raise MalformedError(f"{what} is {json_type(value)}, not a list")
+    return value
+
+
 def _canonical_parameters(params: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"type": params.get("type") or "", "properties": _canonical_properties(params)}
     if params.get("required"):
-        out["required"] = list(params["required"])
+        out["required"] = list(_list(params["required"], "a tool's required"))
     if params.get("items"):
         out["items"] = canonical_arguments(params["items"])
     if params.get("$defs"):
@@ -157,8 +175,8 @@ def _canonical_parameters(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _canonical_properties(schema: dict[str, Any]) -> dict[str, Any]:
-    properties = schema.get("properties") or {}
-    return {name: _canonical_property(properties[name]) for name in sorted(properties)}
+    properties = _object(schema.get("properties") or {}, "a tool's properties")
+    return {name: _canonical_property(_object(properties[name], "a tool property")) for name in sorted(properties)}
 
 
 def _canonical_property(prop: dict[str, Any]) -> dict[str, Any]:
@@ -170,7 +188,7 @@ def _canonical_property(prop: dict[str, Any]) -> dict[str, Any]:
         if key == "type" and isinstance(value, list) and len(value) == 1:
             value = value[0]
         elif key == "anyOf":
-            value = [_canonical_property(p) for p in value]
+            value = [_canonical_property(_object(p, "an anyOf entry")) for p in _list(value, "anyOf")]
         elif key == "properties":
             value = _canonical_properties(prop)
         elif key in ("enum", "items"):

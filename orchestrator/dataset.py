@@ -7,8 +7,11 @@ skipped, and both counted in the report.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import json
+import os
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -17,9 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.chat_templates import canonical_arguments, canonical_tools
-from orchestrator.conversations import Conversation, Message, SkippedRecord
+from orchestrator.conversations import (
+    Conversation,
+    MalformedError,
+    Message,
+    SkippedRecord,
+    ToolCall,
+    check_tools,
+    json_type,
+    too_deep,
+)
 from orchestrator.errors import UsageError
-from orchestrator.fsutil import atomic_open, write_json
+from orchestrator.fsutil import atomic_path, file_lock, write_json
 
 THINK_OPEN, THINK_CLOSE = "<think>\n", "\n</think>\n\n"
 # Several tool results in a row become one observation turn; LLaMA-Factory wraps the observation in
@@ -28,6 +40,10 @@ TOOL_RESULT_JOIN = "\n</tool_response>\n<tool_response>\n"
 LONG_MESSAGE_CHARS = 32_768
 _INLINE_THINK = re.compile(r"^\s*<think>(.*?)</think>\s*", re.DOTALL)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# NAME.jsonl and its temporary name (".NAME.jsonl.<pid>.tmp") must fit the 255-byte file name limit.
+MAX_NAME_LENGTH = 200
+INFO_FILE = "dataset_info.json"
+LOCK_FILE = ".dataset_info.json.lock"
 
 
 class Skip(Exception):
@@ -88,6 +104,7 @@ def repair(conv: Conversation, *, keep_thinking: bool = True) -> tuple[list[Mess
     Raises Skip when the conversation cannot be trained on.
     """
     fixes: Counter = Counter()
+    _check_shape(conv)
     for message in conv.messages:
         if message.role not in ("system", "user", "assistant", "tool"):
             raise Skip(f"unknown role '{message.role}'")
@@ -114,6 +131,24 @@ def repair(conv: Conversation, *, keep_thinking: bool = True) -> tuple[list[Mess
         raise Skip("no assistant reply")
     _check_order(turns)
     return turns, system, fixes
+
+
+def _check_shape(conv: Conversation) -> None:
+    """Conversations built in Python bypass the sources' checks: refuse here what would fail later."""
+    try:
+        check_tools(conv.tools)
+    except MalformedError as exc:
+        raise Skip(f"malformed tools: {exc}") from None
+    for message in conv.messages:
+        for key in ("role", "content", "thinking", "tool_name"):
+            value = getattr(message, key)
+            if not isinstance(value, str) and (key in ("role", "content") or value is not None):
+                raise Skip(f"malformed message: {key} is {json_type(value)}, not text")
+        for call in message.tool_calls:
+            if not isinstance(call, ToolCall) or not isinstance(call.name, str) or not isinstance(call.arguments, dict):
+                raise Skip("malformed message: a tool call is not a name with an arguments object")
+            if too_deep(call.arguments):
+                raise Skip("malformed message: tool-call arguments are nested too deep")
 
 
 def _split_inline_thinking(message: Message, fixes: Counter) -> Message:
@@ -197,19 +232,35 @@ def dataset_entry(file_name: str) -> dict[str, Any]:
     }
 
 
-def update_dataset_info(dataset_dir: Path, name: str, entry: dict[str, Any]) -> Path:
-    """Add or replace one entry of dataset_info.json, leaving the others untouched."""
-    info_path = dataset_dir / "dataset_info.json"
-    info: dict[str, Any] = {}
-    if info_path.exists():
-        try:
-            info = json.loads(info_path.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise UsageError(f"{info_path}: not valid JSON ({exc}); fix or remove it, nothing was changed") from exc
-        if not isinstance(info, dict):
-            raise UsageError(f"{info_path}: expected a JSON object of datasets; fix or remove it")
-    info[name] = entry
-    return write_json(info_path, info)
+def read_dataset_info(info_path: Path) -> dict[str, Any]:
+    """The datasets of ``dataset_info.json`` (empty when it does not exist); anything but a JSON object of
+    datasets is a UsageError, raised before the export changes anything."""
+    try:
+        text = info_path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        return {}  # a folder still to create (or a path that cannot be one: the write says so)
+    except OSError as exc:
+        raise UsageError(f"cannot read {info_path}: {exc.strerror}; nothing was changed") from None
+    try:
+        info = json.loads(text.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise UsageError(f"{info_path}: not valid JSON ({exc}); fix or remove it, nothing was changed") from None
+    if not isinstance(info, dict):
+        raise UsageError(
+            f"{info_path}: expected a JSON object of datasets, got {json_type(info)}; fix or remove it, "
+            "nothing was changed"
+        )
+    return info
+
+
+def check_name(name: str) -> str:
+    if not NAME_PATTERN.match(name):
+        raise UsageError(f"dataset name '{name}' is not allowed; use letters, digits, '_', '-' and '.'")
+    if len(name) > MAX_NAME_LENGTH:
+        raise UsageError(
+            f"dataset name '{name[:20]}...' is too long ({len(name)} characters); use at most {MAX_NAME_LENGTH}"
+        )
+    return name
 
 
 def export_dataset(
@@ -219,43 +270,79 @@ def export_dataset(
     *,
     keep_thinking: bool = True,
 ) -> ExportReport:
-    """Write ``<dataset_dir>/<name>.jsonl`` and its dataset_info.json entry; return the report."""
-    if not NAME_PATTERN.match(name):
-        raise UsageError(f"dataset name '{name}' is not allowed; use letters, digits, '_', '-' and '.'")
+    """Write ``<dataset_dir>/<name>.jsonl`` and its dataset_info.json entry; return the report.
+
+    A dataset_info.json that is not a JSON object of datasets stops the export before anything is
+    replaced: it is checked before the sources are read and again, under its lock, before NAME.jsonl
+    replaces the old file. Both files are replaced while that lock is held, so parallel exports into
+    one folder keep each other's entries.
+    """
+    check_name(name)
     dataset_dir = Path(dataset_dir)
-    report = ExportReport(name=name)
-    seen: set[str] = set()
+    info_path = dataset_dir / INFO_FILE
+    read_dataset_info(info_path)  # fail before the (possibly long) read of the sources
+    items = iter(items)
+    first = next(items, None)  # a source that cannot be read at all fails before any folder is made
     target = dataset_dir / f"{name}.jsonl"
-    with atomic_open(target) as handle:
-        for item in items:
-            report.read += 1
-            if isinstance(item, SkippedRecord):
-                report.skip(item.reason, f"{item.source} {item.record}")
-                continue
-            try:
-                turns, system, fixes = repair(item, keep_thinking=keep_thinking)
-            except Skip as exc:
-                report.skip(str(exc), item.id)
-                continue
-            record = to_sharegpt(turns, system, item.tools)
-            line = json.dumps(record, ensure_ascii=False)
-            digest = hashlib.sha256(line.encode("utf-8")).hexdigest()
-            if digest in seen:
-                report.skip("duplicate conversation", item.id)
-                continue
-            seen.add(digest)
-            report.repaired.update(fixes)
-            report.long_messages += any(len(m.content) > LONG_MESSAGE_CHARS for m in turns)
-            handle.write(line + "\n")
-            report.written += 1
-        if report.written == 0:
-            raise UsageError(
-                f"dataset {name}: none of the {report.read} conversations read can be trained on "
-                f"({_reasons(report)}); nothing was written"
-            )
-    report.dataset_path = target
-    report.info_path = update_dataset_info(dataset_dir, name, dataset_entry(target.name))
+    report = ExportReport(name=name)
+    with contextlib.ExitStack() as locked:
+        with atomic_path(target) as tmp:
+            with open(tmp, "wb") as handle:
+                _write_records(itertools.chain([] if first is None else [first], items), handle, report, keep_thinking)
+                handle.flush()
+                os.fsync(handle.fileno())
+            if report.written == 0:
+                raise UsageError(
+                    f"dataset {name}: none of the {report.read} conversations read can be trained on "
+                    f"({_reasons(report)}); nothing was written"
+                )
+            # Exports into one folder read, change and write dataset_info.json one at a time, so none loses
+            # another's entry; held until it is written. The lock file stays (removing it would race).
+            locked.enter_context(file_lock(dataset_dir / LOCK_FILE, what=str(info_path)))
+            info = read_dataset_info(info_path)
+        info[name] = dataset_entry(target.name)  # NAME.jsonl is in place: register it
+        write_json(info_path, info)
+    report.dataset_path, report.info_path = target, info_path
     return report
+
+
+def _write_records(
+    items: Iterable[Conversation | SkippedRecord], handle: Any, report: ExportReport, keep_thinking: bool
+) -> None:
+    seen: set[str] = set()
+    for item in items:
+        report.read += 1
+        if isinstance(item, SkippedRecord):
+            report.skip(item.reason, f"{item.source} {item.record}")
+            continue
+        try:
+            line, turns, fixes = _record_line(item, keep_thinking)
+        except Skip as exc:
+            report.skip(str(exc), item.where or item.id)
+            continue
+        digest = hashlib.sha256(line).hexdigest()
+        if digest in seen:
+            report.skip("duplicate conversation", item.where or item.id)
+            continue
+        seen.add(digest)
+        report.repaired.update(fixes)
+        report.long_messages += any(len(m.content) > LONG_MESSAGE_CHARS for m in turns)
+        handle.write(line)
+        report.written += 1
+
+
+def _record_line(item: Conversation, keep_thinking: bool) -> tuple[bytes, list[Message], Counter]:
+    """The conversation as one JSONL line, with its turns and repairs; Skip when it cannot be one."""
+    turns, system, fixes = repair(item, keep_thinking=keep_thinking)
+    try:
+        line = json.dumps(to_sharegpt(turns, system, item.tools), ensure_ascii=False) + "\n"
+        return line.encode("utf-8"), turns, fixes
+    except MalformedError as exc:
+        raise Skip(f"malformed tools: {exc}") from None
+    except UnicodeEncodeError:
+        raise Skip("text that is not valid Unicode (a lone surrogate)") from None
+    except (TypeError, ValueError, RecursionError):
+        raise Skip("values that are not JSON data") from None
 
 
 def _reasons(report: ExportReport) -> str:

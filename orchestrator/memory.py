@@ -4,6 +4,11 @@ One database file holds ``sessions`` and their ``messages`` (thinking text, tool
 included). It runs in WAL mode so readers never block the writer, and every write is one
 ``BEGIN IMMEDIATE`` transaction: two processes recording at once wait for each other (up to the busy
 timeout) instead of failing or losing turns.
+
+Readers (``MemoryStore(path, readonly=True)``: the data export, ``orchestrator sessions``) open the file
+read-only: they never wait for the writer, never migrate and never create a file. A row that cannot be
+read back (bytes that are not UTF-8, tool calls that are not JSON) is a ``StoreRowError`` naming the
+session, the message and the column.
 """
 
 from __future__ import annotations
@@ -20,13 +25,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from orchestrator.conversations import ROLES, Conversation, Message, ToolCall
+from orchestrator.conversations import ROLES, Conversation, MalformedError, Message, check_tools, loads_json
 from orchestrator.errors import OrchestratorError, UsageError
+from orchestrator.sources.memory import (
+    TEXT_COLUMNS,
+    StoreRowError,
+    Undecodable,
+    check_version,
+    find_undecodable,
+    message_from_row,
+    open_reader,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DB = Path("data/ollama_memory.db")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -35,7 +49,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     title TEXT,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
-    tools TEXT
+    tools TEXT,
+    failed TEXT
 );
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -50,6 +65,10 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_by_session ON messages(session_id, id);
 """
+# Statements that bring a store of the version before the key up to it (run by the writer only).
+_MIGRATIONS = {
+    2: ("ALTER TABLE sessions ADD COLUMN failed TEXT",),  # why the last request got no reply; NULL once answered
+}
 
 
 @dataclass(frozen=True)
@@ -62,6 +81,7 @@ class SessionInfo:
     created_at: str
     updated_at: str
     turns: int
+    failed: str | None = None  # why the last request got no reply (None: answered, or never asked)
 
 
 def _now() -> str:
@@ -81,14 +101,24 @@ class MemoryStore:
         busy_timeout: seconds a write waits for another process's write to finish.
     """
 
-    def __init__(self, path: str | os.PathLike[str] = DEFAULT_DB, *, busy_timeout: float = 30.0):
+    def __init__(
+        self, path: str | os.PathLike[str] = DEFAULT_DB, *, busy_timeout: float = 30.0, readonly: bool = False
+    ):
         self.path = Path(path)
+        self.readonly = readonly
+        self._failed = "s.failed"
+        if readonly:
+            self._db = open_reader(self.path, SCHEMA_VERSION)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(sessions)")}
+            self._failed = "s.failed" if "failed" in columns else "NULL AS failed"  # a store not migrated yet
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: no implicit transactions; each write below opens its own BEGIN IMMEDIATE.
         self._db = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         try:
             self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            self._refuse_foreign()  # before WAL mode is switched on: another program's file stays as it is
             self._enable_wal(busy_timeout)
             self._db.execute("PRAGMA foreign_keys = ON")
             self._migrate()
@@ -113,6 +143,15 @@ class MemoryStore:
     def close(self) -> None:
         self._db.close()
 
+    def _refuse_foreign(self) -> None:
+        if check_version(self._db, self.path, SCHEMA_VERSION) > 0:
+            return
+        if self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            raise UsageError(
+                f"{self.path}: not an orchestrator memory store (a SQLite file with other tables); "
+                "give a new path or the file `orchestrator chat` records into"
+            )
+
     def _enable_wal(self, timeout: float) -> None:
         # Switching a new file to WAL answers "locked" at once, without the busy handler, while another
         # process does the same: retry until the busy timeout.
@@ -130,19 +169,19 @@ class MemoryStore:
 
     def _migrate(self) -> None:
         with self._write():
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise UsageError(
-                    f"{self.path}: schema version {version} is newer than this orchestrator's "
-                    f"({SCHEMA_VERSION}); upgrade the orchestrator"
-                )
+            version = check_version(self._db, self.path, SCHEMA_VERSION)
+            if version == 0:
+                statements = [s for s in _SCHEMA.split(";") if s.strip()]
+            else:
+                statements = [s for v in range(version + 1, SCHEMA_VERSION + 1) for s in _MIGRATIONS[v]]
+            for statement in statements:
+                self._db.execute(statement)
             if version < SCHEMA_VERSION:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _write(self) -> _Transaction:
+        if self.readonly:
+            raise OrchestratorError(f"{self.path} was opened read-only; open a MemoryStore without readonly to write")
         return _Transaction(self._db, self.path)
 
     # -- writes ----------------------------------------------------------------------------------
@@ -167,6 +206,7 @@ class MemoryStore:
     def add_messages(self, session_id: str, messages: Iterable[Message], model: str | None = None) -> list[int]:
         """Record turns in order, in one transaction: all of them are stored or none is."""
         session_id = _check_id(session_id)
+        messages = list(messages)
         rows = [_to_row(message) for message in messages]
         ids: list[int] = []
         with self._write():
@@ -179,7 +219,23 @@ class MemoryStore:
                 )
                 ids.append(int(cursor.lastrowid or 0))
             self._db.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (now, session_id))
+            if any(message.role == "assistant" for message in messages):
+                self._db.execute("UPDATE sessions SET failed = NULL WHERE id = ?", (session_id,))
         return ids
+
+    def mark_failed(self, session_id: str, reason: str | None) -> None:
+        """Record why the session's last request got no reply (None clears it; an answer clears it too)."""
+        with self._write():
+            self._db.execute("UPDATE sessions SET failed = ? WHERE id = ?", (reason, _check_id(session_id)))
+
+    def delete_session(self, session_id: str) -> int:
+        """Delete a session and its turns, in one transaction; returns how many turns it had."""
+        with self._write():
+            if self._db.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone() is None:
+                raise self._unknown(session_id)
+            turns = self._db.execute("DELETE FROM messages WHERE session_id = ?", (session_id,)).rowcount
+            self._db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+        return turns
 
     def _ensure_session(
         self, session_id: str, model: str | None, title: str | None = None, tools: list[dict] | None = None
@@ -206,43 +262,70 @@ class MemoryStore:
         return self._session_rows("", ())
 
     def _session_rows(self, where: str, params: tuple[Any, ...]) -> list[SessionInfo]:
-        rows = self._db.execute(
-            "SELECT s.id, s.model, s.title, s.created_at, s.updated_at, count(m.id) AS turns "
-            f"FROM sessions s LEFT JOIN messages m ON m.session_id = s.id {where} "
-            "GROUP BY s.id ORDER BY s.updated_at DESC, s.id",
-            params,
-        ).fetchall()
+        try:
+            rows = self._fetch(
+                f"SELECT s.id, s.model, s.title, s.created_at, s.updated_at, count(m.id) AS turns, {self._failed} "
+                f"FROM sessions s LEFT JOIN messages m ON m.session_id = s.id {where} "
+                "GROUP BY s.id ORDER BY s.updated_at DESC, s.id",
+                params,
+            )
+        except Undecodable:
+            raise UsageError(f"{self.path}: a session's id, model or title is not valid UTF-8") from None
         return [SessionInfo(**dict(row)) for row in rows]
 
     def messages(self, session_id: str) -> list[Message]:
         """The turns of a session in the order they were recorded (empty for an unknown id)."""
-        rows = self._db.execute(
-            "SELECT role, content, thinking, tool_calls, tool_name FROM messages WHERE session_id = ? ORDER BY id",
-            (session_id,),
-        ).fetchall()
-        return [_from_row(row) for row in rows]
+        try:
+            rows = self._fetch(
+                f"SELECT id, {', '.join(TEXT_COLUMNS)} FROM messages WHERE session_id = ? ORDER BY id", (session_id,)
+            )
+        except Undecodable:
+            raise find_undecodable(self._db, self.path, session_id) from None
+        return [message_from_row(row, self.path, session_id) for row in rows]
 
     def conversation(self, session_id: str) -> Conversation:
         """One session as a ``Conversation``; an unknown id is a ``UsageError``."""
-        row = self._db.execute("SELECT id, model, title, tools FROM sessions WHERE id = ?", (session_id,)).fetchone()
-        if row is None:
+        try:
+            rows = self._fetch("SELECT id, model, title, tools FROM sessions WHERE id = ?", (session_id,))
+        except Undecodable:
+            raise StoreRowError(self.path, session_id, None, "model, title or tools", "is not valid UTF-8") from None
+        if not rows:
             raise self._unknown(session_id)
+        row = rows[0]
+        try:
+            tools = check_tools(loads_json(row["tools"])) if row["tools"] else []
+        except ValueError as exc:  # MalformedError included
+            problem = f"malformed: {exc}" if isinstance(exc, MalformedError) else "is not valid JSON"
+            raise StoreRowError(self.path, session_id, None, "tools", problem) from None
         return Conversation(
             id=row["id"],
             messages=self.messages(session_id),
-            tools=json.loads(row["tools"]) if row["tools"] else [],
+            tools=tools,
             source="memory",
             title=row["title"],
             model=row["model"],
         )
 
+    def _fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """Run a read; SQLite errors become one-line errors naming the file."""
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "decode" in str(exc):
+                raise Undecodable() from None
+            if _is_busy(exc):
+                raise OrchestratorError(f"{self.path} stayed locked by another process; try again") from None
+            raise UsageError(f"{self.path}: cannot be read ({exc})") from None
+        except sqlite3.DatabaseError as exc:
+            raise UsageError(f"{self.path}: cannot be read ({exc}); it may be damaged") from None
+
     def conversations(self, session_ids: Iterable[str] | None = None) -> Iterator[Conversation]:
         """Yield sessions one at a time, oldest first (or in the order of ``session_ids``)."""
         if session_ids is None:
-            ids = [r[0] for r in self._db.execute("SELECT id FROM sessions ORDER BY created_at, id").fetchall()]
+            ids = [r[0] for r in self._fetch("SELECT id FROM sessions ORDER BY created_at, id")]
         else:
             ids = list(session_ids)
-            known = {r[0] for r in self._db.execute("SELECT id FROM sessions").fetchall()}
+            known = {r[0] for r in self._fetch("SELECT id FROM sessions")}
             missing = [i for i in ids if i not in known]
             if missing:
                 raise self._unknown(missing[0])
@@ -295,14 +378,3 @@ def _to_row(message: Message) -> tuple[str, str, str | None, str | None, str | N
     calls = [call.to_ollama() for call in message.tool_calls]
     tool_calls = json.dumps(calls, ensure_ascii=False) if calls else None
     return message.role, message.content or "", message.thinking, tool_calls, message.tool_name
-
-
-def _from_row(row: sqlite3.Row) -> Message:
-    calls = json.loads(row["tool_calls"]) if row["tool_calls"] else []
-    return Message(
-        role=row["role"],
-        content=row["content"] or "",
-        thinking=row["thinking"],
-        tool_calls=[ToolCall.from_ollama(call) for call in calls],
-        tool_name=row["tool_name"],
-    )

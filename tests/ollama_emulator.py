@@ -567,6 +567,8 @@ class OllamaEmulator:
 DIGEST_RE = re.compile(r"^sha256[:-][0-9a-fA-F]{64}$")
 QUANTIZE_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_K_S", "Q4_K_M")
 _NAME_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_NAMESPACE_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
+_HOST_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$")
 _ACTION = re.compile(r"{{-?\s*(.*?)\s*-?}}", re.DOTALL)
 
 
@@ -575,16 +577,41 @@ class GGUFProblem(Exception):
 
 
 def valid_model_name(name: str) -> bool:
-    """Ollama's model names: ``[host/][namespace/]model[:tag]``, parts of letters, digits, ``_ . -``."""
-    if not name or len(name) > 350:
-        return False
-    path, _, tag = name.rpartition(":") if ":" in name.rsplit("/", 1)[-1] else (name, "", "")
-    parts = path.split("/")
-    if len(parts) > 3 or not all(parts):
-        return False
-    model_ok = bool(_NAME_PART.match(parts[-1])) and len(parts[-1]) <= 80
-    tag_ok = not tag or (bool(_NAME_PART.match(tag)) and len(tag) <= 80)
-    return model_ok and tag_ok and all(re.match(r"^[A-Za-z0-9_.:-]+$", p) for p in parts[:-1])
+    """Ollama's ``model.ParseName(name).IsValid()`` (types/model/name.go): ``[host/][namespace/]model[:tag]``.
+
+    A ``:`` after the last ``/`` starts the tag; missing parts default to registry.ollama.ai, library and
+    latest, but a separator followed by nothing (``model:``, ``../x`` has the namespace ``..``) is invalid.
+    Every part starts with a letter, digit or ``_``, then those, ``-`` and ``.``; a namespace has no ``.``,
+    only a host has ``:``; a host is at most 350 characters, the other parts 80.
+    """
+    missing = "!MISSING!"
+
+    def cut(text: str, sep: str) -> tuple[str, str, bool]:
+        before, found, after = text.rpartition(sep)
+        if not found:
+            return text, "", False
+        return before or missing, after or missing, True
+
+    host = namespace = tag = ""
+    rest = name
+    if rest.rfind(":") > rest.rfind("/"):
+        rest, tag, _ = cut(rest, ":")
+    rest, model, promised = cut(rest, "/")
+    if not promised:
+        model = rest
+    else:
+        rest, namespace, promised = cut(rest, "/")
+        if not promised:
+            namespace = rest
+        else:
+            host = rest.split("://", 1)[-1]
+    parts = {
+        "host": (host or "registry.ollama.ai", 350, _HOST_PART),
+        "namespace": (namespace or "library", 80, _NAMESPACE_PART),
+        "model": (model, 80, _NAME_PART),
+        "tag": (tag or "latest", 80, _NAME_PART),
+    }
+    return all(len(text) <= limit and pattern.fullmatch(text) for text, limit, pattern in parts.values())
 
 
 def valid_relative_path(name: str) -> bool:

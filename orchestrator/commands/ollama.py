@@ -72,27 +72,24 @@ def _format_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The register/modelfile settings: the recipe's (when given), overridden by the options."""
-    values: dict[str, Any] = {"template": "qwen3", "enable_thinking": True, "parameters": {}}
-    run_dir = None
+def _spec(args: argparse.Namespace) -> tuple[Any, Path]:
+    """The ``ServeSpec`` from the recipe (when given) with the options applied over it, and the run folder."""
+    import dataclasses
+
+    from orchestrator.ollama.spec import ServeSpec
+
+    spec, run_dir = ServeSpec(), None
     if args.recipe:
         from orchestrator.recipe import load_recipe
 
         recipe, _ = load_recipe(args.recipe)
-        spec = recipe.ollama
-        values.update(
-            template=recipe.model.resolved_template,
-            enable_thinking=recipe.model.enable_thinking,
-            name=spec.name or recipe.name,
-            host=spec.host,
-            system=spec.system,
-            num_ctx=spec.num_ctx,
-            parameters=dict(spec.parameters),
-            quantize=recipe.gguf.type,
-            base_model=spec.base_model if spec.serve == "adapter" else None,
-        )
-        run_dir = recipe.run_dir
+        spec, run_dir = ServeSpec.from_recipe(recipe), recipe.run_dir
+        if recipe.ollama.serve == "merged" and spec.quantize is None and vars(args).get("quantize", "") is None:
+            print(
+                f"note: the recipe's gguf.type {recipe.gguf.type} is not a type Ollama quantizes to; "
+                f"{Path(args.gguf).name} is registered as it is",
+                file=sys.stderr,
+            )
     options = {
         "template": args.template,
         "enable_thinking": args.thinking,
@@ -103,10 +100,12 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "host": getattr(args, "host", None),
         "quantize": getattr(args, "quantize", None),
     }
-    values.update({key: value for key, value in options.items() if value is not None})
-    values["parameters"] = {**values["parameters"], **_parse_params(args.param)}
-    values["run_dir"] = Path(getattr(args, "run_dir", None) or run_dir or Path(args.gguf).parent)
-    return values
+    changes: dict[str, Any] = {key: value for key, value in options.items() if value is not None}
+    params = _parse_params(args.param)
+    if params:
+        changes["parameters"] = {**spec.parameters, **params}
+    run_dir = Path(getattr(args, "run_dir", None) or run_dir or Path(args.gguf).parent)
+    return dataclasses.replace(spec, **changes), run_dir
 
 
 def _parse_params(items: list[str]) -> dict[str, Any]:
@@ -134,52 +133,25 @@ def run_register(args: argparse.Namespace) -> int:
     from orchestrator.errors import UsageError
     from orchestrator.ollama.register import register_model
 
-    s = _settings(args)
-    if not s.get("name"):
+    spec, run_dir = _spec(args)
+    if not spec.name:
         raise UsageError("ollama register needs --name (or a --recipe that names the model)")
-    gguf = Path(args.gguf)
-    if s.get("base_model") is None and s.get("quantize"):
-        s["quantize"] = _quantize_for(gguf, s["quantize"], explicit=args.quantize is not None)
-    progress = _Progress(sys.stderr)
-    result = register_model(
-        name=s["name"],
-        run_dir=s["run_dir"],
-        **_serving(s, gguf),
-        quantize=s.get("quantize"),
-        host=s.get("host"),
-        on_progress=progress,
-        use_cli=args.use_cli,
-        verify_chat=not args.no_chat,
-    )
-    progress.finish()
+    from orchestrator.progress import ConsoleReporter
+
+    progress = ConsoleReporter()
+    try:
+        result = register_model(
+            spec,
+            gguf=Path(args.gguf),
+            run_dir=run_dir,
+            on_progress=progress.register_event,
+            use_cli=args.use_cli,
+            verify_chat=not args.no_chat,
+        )
+    finally:
+        progress.close()
     _print_result(result)
     return 0
-
-
-def _serving(s: dict[str, Any], gguf: Path) -> dict[str, Any]:
-    """What the Modelfile is built from, shared by register and modelfile: with a base model, GGUF is an adapter."""
-    adapter = s.get("base_model") is not None
-    return {
-        "gguf_path": None if adapter else gguf,
-        "adapter_path": gguf if adapter else None,
-        "base_model": s.get("base_model"),
-        "template": s["template"],
-        "enable_thinking": s["enable_thinking"],
-        "system": s.get("system"),
-        "num_ctx": s.get("num_ctx"),
-        "parameters": s["parameters"],
-    }
-
-
-def _quantize_for(gguf: Path, wanted: str, *, explicit: bool) -> str | None:
-    """A recipe's gguf.type asks Ollama to quantize only to what Ollama can make; --quantize always asks."""
-    from orchestrator.ollama.register import OLLAMA_QUANTIZE
-
-    if explicit or wanted.upper() in OLLAMA_QUANTIZE:
-        return wanted
-    note = f"note: the recipe's gguf.type {wanted} is not a type Ollama quantizes to; {gguf.name} is registered as is"
-    print(note, file=sys.stderr)
-    return None
 
 
 def _print_result(result: Any) -> None:
@@ -202,10 +174,9 @@ def _print_result(result: Any) -> None:
 def run_modelfile(args: argparse.Namespace) -> int:
     from orchestrator.ollama.modelfile import build_modelfile
 
-    s = _settings(args)
-    gguf = Path(args.gguf)
+    spec, _ = _spec(args)
     target = Path(args.output) if args.output else Path.cwd() / "Modelfile"
-    text = build_modelfile(folder=target.parent, **_serving(s, gguf)).render()
+    text = build_modelfile(spec, gguf=Path(args.gguf), folder=target.parent).render()
     if args.output:
         from orchestrator.fsutil import write_text
 
@@ -222,37 +193,3 @@ def _size(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GiB"
-
-
-class _Progress:
-    """Register progress on stderr: a line per step; bytes redrawn in place on a terminal, else every 25%."""
-
-    def __init__(self, stream: Any):
-        self.stream = stream
-        self.tty = stream.isatty()
-        self.last: Any = ""
-        self.open = False
-
-    def __call__(self, event: Any) -> None:
-        if event.phase in ("hash", "upload") and event.total is not None and event.completed is not None:
-            self._bytes(event)
-        elif event.message and event.message != self.last:
-            self.finish()
-            print(f"[{event.phase}] {event.message}", file=self.stream)
-            self.last = event.message
-
-    def _bytes(self, event: Any) -> None:
-        percent = 100 * event.completed // max(event.total, 1)
-        text = f"{event.message}: {_size(event.completed)} / {_size(event.total)} ({percent}%)"
-        if self.tty:
-            self.stream.write("\r" + text.ljust(len(str(self.last))))
-            self.stream.flush()
-            self.last, self.open = text, True
-        elif (event.message, percent // 25) != self.last:
-            print(f"[{event.phase}] {text}", file=self.stream)
-            self.last = (event.message, percent // 25)
-
-    def finish(self) -> None:
-        if self.open:
-            self.stream.write("\n")
-            self.open = False

@@ -1,4 +1,5 @@
-"""``orchestrator sessions``: list the recorded chat sessions; ``sessions show ID`` prints one."""
+"""``orchestrator sessions``: list the recorded chat sessions; ``sessions show ID`` prints one and
+``sessions delete ID`` deletes one. Listing and showing read the store read-only."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from orchestrator.memory import DEFAULT_DB
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "sessions",
-        help="list recorded chat sessions (`sessions show ID` prints one)",
+        help="list recorded chat sessions (`sessions show ID` prints one, `sessions delete ID` deletes one)",
         description="List the chat sessions recorded in the memory database, the most recent first.",
     )
     db_help = f"memory database (default: {DEFAULT_DB})"
@@ -25,25 +26,29 @@ def add_parser(subparsers: Any) -> None:
     )
     show.add_argument("session_id", metavar="ID", help="the session (see `orchestrator sessions`)")
     show.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS, help=db_help)
+    delete = actions.add_parser(
+        "delete",
+        help="delete one session and its turns",
+        description="Delete a session and every turn of it, without asking (a failed chat, a test).",
+    )
+    delete.add_argument("session_id", metavar="ID", help="the session (see `orchestrator sessions`)")
+    delete.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS, help=db_help)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from orchestrator.errors import UsageError
     from orchestrator.memory import MemoryStore
 
     console = Console(highlight=False)
     db = Path(args.db)
-    if not db.exists():  # do not create an empty database just to read it
-        if args.sessions_action == "show":
-            raise UsageError(
-                f"no session {args.session_id!r}: {db} does not exist; run `orchestrator sessions` to list"
-            )
+    if not db.exists() and args.sessions_action is None:  # nothing recorded yet: not an error for a listing
         console.print(f"no sessions yet: {db} does not exist (start one with `orchestrator chat --model qwen3:4b`)")
         return 0
-    with MemoryStore(db) as store:
+    if args.sessions_action == "delete":
+        return _delete(console, db, args.session_id)
+    with MemoryStore(db, readonly=True) as store:
         if args.sessions_action == "show":
             _show(console, store, args.session_id)
         else:
@@ -58,8 +63,11 @@ def _list(console: Any, store: Any) -> None:
     if not sessions:
         console.print(f"no sessions yet in {store.path}")
         return
-    headers = ("ID", "MODEL", "TURNS", "UPDATED")
-    rows = [(i.id, i.model or "-", str(i.turns), _local_time(i.updated_at), i.title or "") for i in sessions]
+    headers = ("ID", "MODEL", "TURNS", "UPDATED", "STATUS")
+    rows = [
+        (i.id, i.model or "-", str(i.turns), _local_time(i.updated_at), "failed" if i.failed else "", i.title or "")
+        for i in sessions
+    ]
     widths = [max(len(header), *(len(row[n]) for row in rows)) for n, header in enumerate(headers)]
     # never squeeze an id or a model name: the title gets what is left, at least 20 columns
     fixed = sum(widths) + 2 * len(widths)
@@ -88,6 +96,20 @@ def _show(console: Any, store: Any, session_id: str) -> None:
             console.print(Text(message.content), soft_wrap=True)
         for call in message.tool_calls:
             console.print(Text(f"→ {format_call(call.name, call.arguments)}", style="yellow"), soft_wrap=True)
+    failed = store.session(session_id).failed
+    if failed:
+        console.print()
+        console.print(Text(f"(no reply: {failed})", style="red"), soft_wrap=True)
+
+
+def _delete(console: Any, db: Path, session_id: str) -> int:
+    from orchestrator.memory import MemoryStore
+
+    MemoryStore(db, readonly=True).close()  # a missing file or one that is no store: an error, nothing created
+    with MemoryStore(db) as store:
+        turns = store.delete_session(session_id)  # a UsageError naming the id when unknown
+    console.print(f"deleted session {session_id} ({turns} turn{'' if turns == 1 else 's'}) from {db}")
+    return 0
 
 
 def _local_time(stamp: str) -> str:

@@ -16,10 +16,14 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import UsageError
+from orchestrator.ollama.gguf_info import check_gguf_path
 from orchestrator.ollama.templates import default_parameters, merge_parameters, ollama_template
+
+if TYPE_CHECKING:
+    from orchestrator.ollama.spec import ServeSpec
 
 INT_PARAMETERS = (
     "num_keep",
@@ -114,41 +118,29 @@ class Modelfile:
 # -- building one for a GGUF ---------------------------------------------------------------------
 
 
-def build_modelfile(
-    *,
-    folder: Path,
-    gguf_path: Path | None,
-    adapter_path: Path | None = None,
-    base_model: str | None = None,
-    template: str,
-    enable_thinking: bool,
-    system: str | None = None,
-    num_ctx: int | None = None,
-    parameters: dict[str, Any] | None = None,
-) -> Modelfile:
-    """The Modelfile for a GGUF (or base model + adapter GGUF) kept in ``folder``: FROM/ADAPTER relative to
-    it, the TEMPLATE matching training, the default PARAMETERs updated with ``parameters``."""
-    params = merge_parameters(default_parameters(template, enable_thinking, num_ctx), parameters)
-    mf = Modelfile(from_="", template=ollama_template(template, enable_thinking), system=system, parameters=params)
-    folder = Path(folder).resolve()
-    if adapter_path is not None:
-        if gguf_path is not None or not base_model:
-            raise UsageError(
-                "the adapter route takes an adapter GGUF and a base model (an Ollama model), no model GGUF"
-            )
-        mf.from_, mf.adapters = base_model, [_relative(_existing(adapter_path), folder)]
-    elif gguf_path is None:
-        raise UsageError("register needs a GGUF, or an adapter GGUF and a base model")
+def build_modelfile(spec: ServeSpec, *, gguf: Path, folder: Path) -> Modelfile:
+    """The Modelfile for ``spec`` with its GGUF, kept in ``folder``: FROM (or, on the adapter route, FROM
+    the base model and ADAPTER) relative to it, the TEMPLATE matching training, the default PARAMETERs
+    updated with ``spec.parameters``.
+
+    Args:
+        spec: what is served (template, thinking, system prompt, parameters, base model).
+        gguf: the model GGUF, or the LoRA adapter GGUF when ``spec.base_model`` is set.
+        folder: where the Modelfile goes (FROM and ADAPTER paths are relative to it).
+    """
+    defaults = default_parameters(spec.template, spec.enable_thinking, spec.num_ctx)
+    mf = Modelfile(
+        from_="",
+        template=ollama_template(spec.template, spec.enable_thinking),
+        system=spec.system,
+        parameters=merge_parameters(defaults, dict(spec.parameters)),
+    )
+    path = _relative(check_gguf_path(Path(gguf)), Path(folder).resolve())
+    if spec.base_model:
+        mf.from_, mf.adapters = spec.base_model, [path]
     else:
-        mf.from_ = _relative(_existing(gguf_path), folder)
+        mf.from_ = path
     return mf
-
-
-def _existing(path: Path) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"GGUF not found: {path}; run the gguf stage first (or pass the right path)")
-    return path
 
 
 def _relative(path: Path, run_dir: Path) -> str:

@@ -4,14 +4,15 @@ records it cannot read), streaming, so a large store is never loaded whole."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from orchestrator.conversations import Conversation, SkippedRecord
-from orchestrator.recipe import FileSource, MemorySource
+if TYPE_CHECKING:  # the recipe schema (pydantic) is not needed to read a source
+    from orchestrator.conversations import Conversation, SkippedRecord
+    from orchestrator.recipe import FileSource, MemorySource
 
 
 def read_source(spec: FileSource | MemorySource) -> Iterator[Conversation | SkippedRecord]:
-    if isinstance(spec, FileSource):
+    if spec.type == "file":
         from orchestrator.sources.files import read_file
 
         return read_file(spec.path)
@@ -23,7 +24,3 @@ def read_source(spec: FileSource | MemorySource) -> Iterator[Conversation | Skip
 def read_sources(specs: Iterable[FileSource | MemorySource]) -> Iterator[Conversation | SkippedRecord]:
     for spec in specs:
         yield from read_source(spec)
-
-
-def source_paths(specs: Iterable[FileSource | MemorySource]) -> list[Path]:
-    return [Path(spec.path) for spec in specs]

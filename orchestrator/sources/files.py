@@ -1,14 +1,28 @@
 """Plain JSON / JSONL files: Ollama- or OpenAI-style ``{"messages": [...]}`` records and ShareGPT
-``{"conversations": [{"from", "value"}]}`` records, one conversation per record."""
+``{"conversations": [{"from", "value"}]}`` records, one conversation per record.
+
+A record that is not valid JSON or lacks the conversation shape is yielded as a ``SkippedRecord`` naming
+the line (JSONL) or record (JSON) and the message; a .json file that cannot be parsed at all is one
+``UsageError``. A UTF-8 byte order mark (as Windows editors write) is accepted.
+"""
 
 from __future__ import annotations
 
-import json
+import codecs
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from orchestrator.conversations import Conversation, Message, SkippedRecord, ToolCall
+from orchestrator.conversations import (
+    Conversation,
+    MalformedError,
+    Message,
+    SkippedRecord,
+    ToolCall,
+    check_tools,
+    json_type,
+    loads_json,
+)
 from orchestrator.errors import UsageError
 
 SHAREGPT_ROLES = {
@@ -38,10 +52,12 @@ def _read_jsonl(path: Path) -> Iterator[Conversation | SkippedRecord]:
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             where = f"line {number}"
+            if number == 1:
+                raw = raw.removeprefix(codecs.BOM_UTF8)
             if not raw.strip():
                 continue
             try:
-                record = json.loads(raw.decode("utf-8"))
+                record = loads_json(raw.decode("utf-8"))
             except UnicodeDecodeError as exc:
                 yield SkippedRecord(str(path), where, "invalid UTF-8", str(exc))
                 continue
@@ -53,11 +69,11 @@ def _read_jsonl(path: Path) -> Iterator[Conversation | SkippedRecord]:
 
 def _read_json(path: Path) -> Iterator[Conversation | SkippedRecord]:
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
+        data = loads_json(path.read_bytes().removeprefix(codecs.BOM_UTF8).decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise UsageError(f"{path}: not valid UTF-8 ({exc}); re-save the file as UTF-8") from exc
+        raise UsageError(f"{path}: not valid UTF-8 ({exc}); re-save the file as UTF-8") from None
     except ValueError as exc:
-        raise UsageError(f"{path}: not valid JSON ({exc}); fix the file or convert it to JSONL") from exc
+        raise UsageError(f"{path}: not valid JSON ({exc}); fix the file or convert it to JSONL") from None
     records = data if isinstance(data, list) else [data]
     for index, record in enumerate(records):
         yield _parse_record(record, str(path), f"record {index}", f"{path.stem}:{index}")
@@ -65,55 +81,74 @@ def _read_json(path: Path) -> Iterator[Conversation | SkippedRecord]:
 
 def _parse_record(record: Any, source: str, where: str, default_id: str) -> Conversation | SkippedRecord:
     if not isinstance(record, dict):
-        return SkippedRecord(source, where, "not a conversation object", f"got {type(record).__name__}")
-    conv_id = str(record.get("id") or default_id)
-    tools = record.get("tools") or []
-    if isinstance(tools, str):
-        try:
-            tools = json.loads(tools) if tools.strip() else []
-        except ValueError:
-            return SkippedRecord(source, where, "invalid tools JSON", tools[:80])
+        return SkippedRecord(source, where, "not a conversation object", f"got {json_type(record)}")
     try:
-        if isinstance(record.get("messages"), list):
-            messages = [_message(m) for m in record["messages"]]
-        elif isinstance(record.get("conversations"), list):
-            messages = [_sharegpt_message(m) for m in record["conversations"]]
-            if record.get("system"):
-                messages.insert(0, Message("system", str(record["system"])))
-        else:
-            return SkippedRecord(source, where, "no messages", "expected a 'messages' or 'conversations' list")
-    except (TypeError, ValueError, AttributeError) as exc:
-        return SkippedRecord(source, where, "malformed message", str(exc))
+        tools = _tools(record.get("tools"))
+    except MalformedError as exc:
+        return SkippedRecord(source, where, f"malformed tools: {exc}")
+    if isinstance(record.get("messages"), list):
+        turns, read = record["messages"], _message
+    elif isinstance(record.get("conversations"), list):
+        turns, read = record["conversations"], _sharegpt_message
+    else:
+        return SkippedRecord(source, where, "no messages", "expected a 'messages' or 'conversations' list")
+    messages = []
+    for index, turn in enumerate(turns, start=1):
+        try:
+            messages.append(read(turn))
+        except MalformedError as exc:
+            return SkippedRecord(source, f"{where}, message {index}", f"malformed message: {exc}")
+    system = record.get("system") if read is _sharegpt_message else None
+    if system is not None and not isinstance(system, str):
+        return SkippedRecord(source, where, f"malformed record: system is {json_type(system)}, not text")
+    if system:
+        messages.insert(0, Message("system", system))
     return Conversation(
-        id=conv_id,
+        id=str(record.get("id") or default_id),
         messages=messages,
-        tools=list(tools),
+        tools=tools,
         source=source,
         title=record.get("title"),
         model=record.get("model"),
+        where=f"{source} {where}",
     )
 
 
+def _tools(tools: Any) -> list[dict[str, Any]]:
+    if isinstance(tools, str):  # LLaMA-Factory's ShareGPT keeps tools as a JSON string
+        try:
+            tools = loads_json(tools) if tools.strip() else None
+        except ValueError:
+            raise MalformedError("tools is a string that is not JSON") from None
+    return check_tools(tools)
+
+
 def _message(data: Any) -> Message:
-    if not isinstance(data, dict):
-        raise TypeError(f"a message must be an object, got {type(data).__name__}")
-    content = data.get("content")
-    if isinstance(content, list):  # OpenAI content parts: keep the text ones
-        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    message = Message.from_ollama({**data, "content": content})
-    if not isinstance(message.content, str):
-        raise TypeError(f"content must be text, got {type(message.content).__name__}")
-    return message
+    if isinstance(data, dict) and isinstance(data.get("content"), list):  # OpenAI content parts: the text ones
+        parts = data["content"]
+        if not all(isinstance(p, dict) for p in parts):
+            raise MalformedError("a content part is not an object")
+        texts = [p.get("text") for p in parts if p.get("type", "text") == "text"]
+        if not all(isinstance(t, str) for t in texts):
+            raise MalformedError("a text part of the content is not text")
+        data = {**data, "content": "".join(texts)}
+    return Message.from_ollama(data)
 
 
 def _sharegpt_message(data: Any) -> Message:
     if not isinstance(data, dict):
-        raise TypeError(f"a turn must be an object, got {type(data).__name__}")
+        raise MalformedError(f"a turn is {json_type(data)}, not an object")
     tag = data.get("from", data.get("role"))
-    value = data.get("value", data.get("content")) or ""
-    role = SHAREGPT_ROLES.get(tag, str(tag))
+    value = data.get("value", data.get("content"))
+    if value is not None and not isinstance(value, str):
+        raise MalformedError(f"value is {json_type(value)}, not text")
+    if not isinstance(tag, str):
+        raise MalformedError(f"from is {json_type(tag)}, not text")
     if tag == "function_call":
-        calls = json.loads(value)
+        try:
+            calls = loads_json(value or "")
+        except ValueError:
+            raise MalformedError("a function_call value is not JSON") from None
         calls = calls if isinstance(calls, list) else [calls]
         return Message("assistant", "", tool_calls=[ToolCall.from_ollama(c) for c in calls])
-    return Message(role, str(value))
+    return Message(SHAREGPT_ROLES.get(tag, tag), value or "")

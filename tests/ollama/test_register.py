@@ -15,10 +15,14 @@ from gotemplate.runner import build
 from ollama_emulator import OllamaEmulator, Reply, write_gguf
 
 from orchestrator.errors import OllamaError, StageError, UsageError
-from orchestrator.ollama.client import OllamaClient, OllamaResponseError, file_digest
+from orchestrator.ollama.blobs import file_digest
+from orchestrator.ollama.client import OllamaClient, OllamaResponseError
 from orchestrator.ollama.modelfile import Modelfile
-from orchestrator.ollama.register import RegisterProgress, parse_show_parameters, register_model
+from orchestrator.ollama.register import register_model
+from orchestrator.ollama.results import RegisterProgress
+from orchestrator.ollama.spec import ServeSpec
 from orchestrator.ollama.templates import ollama_template
+from orchestrator.ollama.verify import parse_show_parameters
 
 MIB = 1 << 20
 
@@ -55,9 +59,10 @@ def dead_host() -> str:
 
 
 def register(ollama, run_dir, gguf, **kwargs):
-    options = {"template": "qwen3", "enable_thinking": True, "host": ollama.url}
-    options.update(kwargs)
-    return register_model(name=options.pop("name", "demo-tuned"), run_dir=run_dir, gguf_path=gguf, **options)
+    """register_model with a ServeSpec made of ``kwargs`` (the calling options go to register_model)."""
+    calling = {key: kwargs.pop(key) for key in ("on_progress", "use_cli", "verify_chat") if key in kwargs}
+    spec = ServeSpec(**{"name": "demo-tuned", "host": ollama.url, **kwargs})
+    return register_model(spec, gguf=gguf, run_dir=run_dir, **calling)
 
 
 def create_requests(ollama) -> list[dict]:
@@ -131,10 +136,10 @@ def test_formats_without_thinking_register_without_the_thinking_capability(
 def test_quantize_is_asked_of_ollama_when_the_gguf_is_f16(ollama, run_dir, gguf_f16):
     result = register(ollama, run_dir, gguf_f16, quantize="q4_k_m")
     (sent,) = create_requests(ollama)
-    assert sent["quantize"] == "Q4_K_M"
+    assert sent["quantize"] == "q4_K_M"  # Ollama's own spelling (gguf.types.ollama_quantize_name)
     assert any(s == "quantizing F16 model to Q4_K_M" for s in result.statuses)
     assert result.details["quantization_level"] == "Q4_K_M"
-    assert result.command.endswith("/Modelfile --quantize Q4_K_M")
+    assert result.command.endswith("/Modelfile --quantize q4_K_M")
 
 
 def test_quantize_is_not_sent_when_the_gguf_already_has_that_type(ollama, run_dir):
@@ -148,7 +153,7 @@ def test_quantize_is_not_sent_when_the_gguf_already_has_that_type(ollama, run_di
     ("file_type", "quantize", "message"),
     [
         ("MOSTLY_Q8_0", "q4_k_m", "Ollama quantizes only F16, BF16 or F32"),
-        ("MOSTLY_F16", "q5_k_m", "cannot quantize to Q5_K_M.*llama-quantize"),
+        ("MOSTLY_F16", "q5_k_m", "cannot quantize to q5_k_m.*llama-quantize"),
     ],
 )
 def test_quantize_requests_ollama_cannot_do_fail_before_anything_is_sent(ollama, run_dir, file_type, quantize, message):
@@ -165,17 +170,8 @@ def test_adapter_route_creates_from_the_base_model_with_the_adapter(ollama, run_
     base = ollama.add_model("qwen3:0.6b", thinking=True)
     base.details = {"format": "gguf", "family": "qwen3", "families": ["qwen3"], "quantization_level": "Q4_K_M"}
     adapter = write_gguf(run_dir / "gguf" / "adapter.gguf", adapter=True)
-    result = register_model(
-        name="demo-lora",
-        run_dir=run_dir,
-        gguf_path=None,
-        adapter_path=adapter,
-        base_model="qwen3:0.6b",
-        template="qwen3",
-        enable_thinking=True,
-        quantize="q8_0",  # a merged-route setting: the base model stays as it is
-        host=ollama.url,
-    )
+    # quantize is a merged-route setting: the base model stays as it is
+    result = register(ollama, run_dir, adapter, name="demo-lora", base_model="qwen3:0.6b", quantize="q8_0")
     assert (run_dir / "Modelfile").read_text().startswith("FROM qwen3:0.6b\nADAPTER ./gguf/adapter.gguf\nTEMPLATE ")
     (sent,) = create_requests(ollama)
     assert sent["from"] == "qwen3:0.6b" and sent["adapters"] == {"adapter.gguf": result.blobs[0].digest}
@@ -187,16 +183,7 @@ def test_adapter_route_creates_from_the_base_model_with_the_adapter(ollama, run_
 def test_adapter_route_needs_the_base_model_in_ollama(ollama, run_dir):
     adapter = write_gguf(run_dir / "gguf" / "adapter.gguf", adapter=True)
     with pytest.raises(OllamaError, match="pull model manifest: file does not exist.*ollama create demo-lora"):
-        register_model(
-            name="demo-lora",
-            run_dir=run_dir,
-            gguf_path=None,
-            adapter_path=adapter,
-            base_model="qwen3:missing",
-            template="qwen3",
-            enable_thinking=True,
-            host=ollama.url,
-        )
+        register(ollama, run_dir, adapter, name="demo-lora", base_model="qwen3:missing")
 
 
 def test_adapter_and_model_ggufs_are_not_mixed_up(ollama, run_dir, gguf_f16):
@@ -204,16 +191,7 @@ def test_adapter_and_model_ggufs_are_not_mixed_up(ollama, run_dir, gguf_f16):
     with pytest.raises(UsageError, match="is a LoRA adapter GGUF"):
         register(ollama, run_dir, adapter)
     with pytest.raises(UsageError, match="not a LoRA adapter GGUF"):
-        register_model(
-            name="x",
-            run_dir=run_dir,
-            gguf_path=None,
-            adapter_path=gguf_f16,
-            base_model="qwen3:0.6b",
-            template="qwen3",
-            enable_thinking=True,
-            host=ollama.url,
-        )
+        register(ollama, run_dir, gguf_f16, name="x", base_model="qwen3:0.6b")
 
 
 # ---- failures --------------------------------------------------------------------------------------------
@@ -222,9 +200,7 @@ def test_adapter_and_model_ggufs_are_not_mixed_up(ollama, run_dir, gguf_f16):
 def test_unreachable_ollama_ends_with_the_create_command(run_dir, gguf_f16):
     host = dead_host()
     with pytest.raises(OllamaError) as info:
-        register_model(
-            name="demo-tuned", run_dir=run_dir, gguf_path=gguf_f16, template="qwen3", enable_thinking=True, host=host
-        )
+        register_model(ServeSpec(name="demo-tuned", host=host), gguf=gguf_f16, run_dir=run_dir)
     message = str(info.value)
     assert info.value.exit_code == 1 and "\n" not in message
     assert f"cannot reach Ollama at http://{host} (connection refused)" in message
@@ -275,6 +251,9 @@ def test_bad_names_and_missing_files_are_usage_errors(ollama, run_dir, gguf_f16)
     with pytest.raises(UsageError, match="not a valid Ollama model name") as info:
         register(ollama, run_dir, gguf_f16, name="bad name!")
     assert info.value.exit_code == 2
+    for name in ("me/mine:v1", "registry.local:5000/team/model_2:q8.0", "_x:1"):  # names Ollama takes
+        assert register(ollama, run_dir, gguf_f16, name=name, verify_chat=False).name == name
+    ollama.requests.clear()
     with pytest.raises(UsageError, match="GGUF not found"):
         register(ollama, run_dir, run_dir / "gguf" / "missing.gguf")
     assert ollama.requests == []
@@ -428,7 +407,7 @@ def fake_ollama_on_path(tmp_path, monkeypatch):
     script.write_text(FAKE_OLLAMA.format(python=sys.executable))
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[2]))
     return script
 
 
@@ -442,22 +421,8 @@ def test_register_with_the_local_ollama_binary(ollama, run_dir, gguf_f16, fake_o
 def test_the_local_binary_is_only_for_a_local_host(run_dir, gguf_f16, fake_ollama_on_path, monkeypatch):
     with pytest.raises(UsageError, match="not local"):
         register_model(
-            name="x",
-            run_dir=run_dir,
-            gguf_path=gguf_f16,
-            template="qwen3",
-            enable_thinking=True,
-            host="http://gpu-box.example:11434",
-            use_cli=True,
+            ServeSpec(name="x", host="http://gpu-box.example:11434"), gguf=gguf_f16, run_dir=run_dir, use_cli=True
         )
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(UsageError, match="not on PATH"):
-        register_model(
-            name="x",
-            run_dir=run_dir,
-            gguf_path=gguf_f16,
-            template="qwen3",
-            enable_thinking=True,
-            host="127.0.0.1:1",
-            use_cli=True,
-        )
+        register_model(ServeSpec(name="x", host="127.0.0.1:1"), gguf=gguf_f16, run_dir=run_dir, use_cli=True)

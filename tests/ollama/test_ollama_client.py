@@ -12,7 +12,8 @@ from ollama_emulator import OllamaEmulator, Reply
 
 from orchestrator.conversations import Message
 from orchestrator.errors import OllamaError
-from orchestrator.ollama.client import OllamaClient, OllamaResponseError, connectable_url, resolve_host
+from orchestrator.ollama.client import OllamaClient, OllamaResponseError
+from orchestrator.ollama.hosts import connectable_url, resolve_host
 
 # Ollama's own table (envconfig/config_test.go, TestHost): OLLAMA_HOST value -> Host().String()
 OLLAMA_HOST_CASES = {
@@ -194,5 +195,5 @@ def test_connection_errors_are_retried_a_bounded_number_of_times(ollama):
 def test_http_errors_are_not_retried(ollama):
     counting = FlakySession(failures=0)
     with pytest.raises(OllamaError, match="404 page not found"):
-        OllamaClient(ollama.url, retries=3, backoff=0, session=counting)._request("GET", "/api/nothing")
+        OllamaClient(ollama.url, retries=3, backoff=0, session=counting)._send("GET", "/api/nothing")
     assert counting.calls == 1

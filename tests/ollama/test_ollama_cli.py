@@ -48,8 +48,8 @@ def test_register_prints_what_it_did(ollama, gguf, capsys):
     assert "uploaded 2.0 MiB" in captured.out and "family qwen3, F16" in captured.out
     assert "'Hello! I am the tuned model.' (done: stop)" in captured.out
     assert "[create] success" in captured.err
-    assert "[upload] uploading model-f16.gguf: 2.0 MiB / 2.0 MiB (100%)" in captured.err
-    assert "[hash] hashing model-f16.gguf: 2.0 MiB / 2.0 MiB (100%)" in captured.err
+    assert "uploading model-f16.gguf 2.0 MiB / 2.0 MiB (100%)" in captured.err
+    assert "hashing model-f16.gguf 2.0 MiB / 2.0 MiB (100%)" in captured.err
     modelfile = Modelfile.parse((gguf.parent / "Modelfile").read_text())
     assert modelfile.from_ == "./model-f16.gguf" and modelfile.system == "Be kind."
 
@@ -87,7 +87,7 @@ def test_register_takes_its_settings_from_a_recipe(ollama, gguf, tmp_path, monke
     assert "registered me/mine:v1" in out and "Q4_K_M" in out
     (sent,) = [r.json() for r in ollama.requests_to("POST", "/api/create")]
     assert sent["template"] == ollama_template("qwen3_nothink", False)  # the template the recipe resolves to
-    assert sent["system"] == "From the recipe." and sent["quantize"] == "Q4_K_M"
+    assert sent["system"] == "From the recipe." and sent["quantize"] == "q4_K_M"
     assert sent["parameters"]["num_ctx"] == 2048 and sent["parameters"]["temperature"] == 0.3
     assert sent["parameters"]["top_k"] == 10
     assert (tmp_path / "llama_factory_data" / "runs" / "mine" / "Modelfile").is_file()

@@ -179,3 +179,56 @@ def test_two_processes_writing_at_once_lose_nothing(tmp_path):
     # ids follow the order of the writes: the time each was recorded, under the write lock, never goes back
     stamps = [r[0] for r in sqlite3.connect(path).execute("SELECT created_at FROM messages ORDER BY id")]
     assert len(stamps) == 1200 and stamps == sorted(stamps)
+
+
+def _version_1_store(path) -> None:
+    """A store as the first release wrote it (schema version 1, no failed mark)."""
+    db = sqlite3.connect(path)
+    db.executescript(
+        """
+        CREATE TABLE sessions (id TEXT PRIMARY KEY, model TEXT, title TEXT, created_at TEXT NOT NULL,
+                               updated_at TEXT NOT NULL, tools TEXT);
+        CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, session_id TEXT NOT NULL REFERENCES sessions(id),
+                               role TEXT NOT NULL, content TEXT NOT NULL DEFAULT '', thinking TEXT, tool_calls TEXT,
+                               tool_name TEXT, model TEXT, created_at TEXT NOT NULL);
+        INSERT INTO sessions VALUES ('old', 'm', 't', '2026-01-01T00:00:00+00:00', '2026-01-01T00:00:00+00:00', NULL);
+        INSERT INTO messages (session_id, role, content, created_at) VALUES ('old', 'user', 'q', '2026-01-01');
+        PRAGMA user_version = 1;
+        """
+    )
+    db.close()
+
+
+def test_a_reader_never_migrates_an_older_store(tmp_path):
+    path = tmp_path / "m.db"
+    _version_1_store(path)
+    before = path.read_bytes()
+    with MemoryStore(path, readonly=True) as store:
+        (info,) = store.sessions()
+        assert (info.id, info.turns, info.failed) == ("old", 1, None)
+        assert [m.content for m in store.messages("old")] == ["q"]
+    assert path.read_bytes() == before
+
+
+def test_the_writer_migrates_an_older_store_to_the_failed_mark(tmp_path):
+    path = tmp_path / "m.db"
+    _version_1_store(path)
+    with MemoryStore(path) as store:
+        store.mark_failed("old", "cannot reach Ollama")
+        assert store.session("old").failed == "cannot reach Ollama"
+        store.add_message("old", Message("assistant", "a"))  # an answer clears the mark
+        assert store.session("old").failed is None and store.session("old").turns == 2
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert "failed" in {r[1] for r in db.execute("PRAGMA table_info(sessions)")}
+
+
+def test_the_writer_refuses_another_programs_sqlite_file_and_leaves_it_as_it_was(tmp_path):
+    path = tmp_path / "notes.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
+    before = path.read_bytes()
+    with pytest.raises(UsageError, match="notes.db: not an orchestrator memory store"):
+        MemoryStore(path)
+    assert path.read_bytes() == before  # no tables added, not switched to WAL
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]

@@ -170,7 +170,8 @@ def test_dataset_info_other_entries_untouched(tmp_path):
     data = json.loads(info.read_text())
     assert data["alpaca_en"] == other["alpaca_en"]
     assert data["mine"]["file_name"] == "mine.jsonl" and data["mine"]["formatting"] == "sharegpt"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset_info.json", "mine.jsonl"]  # no temp files
+    # no temp files; the lock file of dataset_info.json stays (removing it would race with a waiting export)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".dataset_info.json.lock", "dataset_info.json", "mine.jsonl"]
 
 
 def test_broken_dataset_info_is_not_overwritten(tmp_path):
@@ -206,7 +207,7 @@ def test_memory_store_invalid_utf8_row_is_reported(tmp_path):
     skipped = [i for i in items if not isinstance(i, Conversation)]
     assert [c.id for c in items if isinstance(c, Conversation)] == ["good"]
     assert len(skipped) == 1 and skipped[0].reason == "invalid UTF-8"
-    assert skipped[0].record == "session bad" and "column content" in skipped[0].detail
+    assert skipped[0].record == "session bad, message 3" and "column content" in skipped[0].detail
 
 
 def test_cli_export_from_memory_store(tmp_path, capsys):
@@ -226,3 +227,70 @@ def test_cli_export_missing_db_is_a_clear_error(tmp_path, capsys):
     assert main(["data", "export", "--db", str(tmp_path / "none.db"), "--name", "x"]) == 2
     assert "no such memory store" in capsys.readouterr().err
     assert not (tmp_path / "none.db").exists()
+
+
+# -- dataset_info.json: shared by parallel exports, checked before anything is replaced ----------------
+
+
+def _export_when_released(src: str, name: str, dataset_dir: str, start) -> None:
+    start.wait(60)  # every process reaches the read-modify-write of dataset_info.json at the same moment
+    raise SystemExit(main(["data", "export", "--file", src, "--name", name, "--dataset-dir", dataset_dir]))
+
+
+def test_parallel_exports_into_one_folder_keep_every_entry(tmp_path):
+    import multiprocessing
+
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}))
+    ctx = multiprocessing.get_context("spawn")
+    for round_ in range(3):  # a lost entry shows in most rounds without the lock; three make it all but certain
+        out = tmp_path / f"round{round_}"
+        out.mkdir()
+        (out / "dataset_info.json").write_text(json.dumps({"alpaca_en": {"file_name": "alpaca.json"}}))
+        start = ctx.Barrier(8)
+        workers = [
+            ctx.Process(target=_export_when_released, args=(str(src), f"set{i}", str(out), start)) for i in range(8)
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(120)
+        assert [w.exitcode for w in workers] == [0] * 8
+        info = json.loads((out / "dataset_info.json").read_text())
+        assert sorted(info) == ["alpaca_en"] + [f"set{i}" for i in range(8)]
+
+
+@pytest.mark.parametrize("content", ["{broken", "[1, 2]", '"text"'])
+def test_a_bad_dataset_info_changes_nothing(tmp_path, capsys, content):
+    info = tmp_path / "dataset_info.json"
+    info.write_text(content)
+    old = b'{"conversations": [{"from": "human", "value": "old"}]}\n'
+    (tmp_path / "mine.jsonl").write_bytes(old)
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}))
+    code = main(["data", "export", "--file", str(src), "--name", "mine", "--dataset-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"error: {info}:") and "nothing was changed" in err and err.count("\n") == 1
+    assert (tmp_path / "mine.jsonl").read_bytes() == old
+    assert info.read_text() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset_info.json", "in.jsonl", "mine.jsonl"]
+
+
+def test_a_dataset_name_too_long_for_a_file_name_is_one_error_line(tmp_path, capsys):
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}))
+    code = main(["data", "export", "--file", str(src), "--name", "n" * 236, "--dataset-dir", str(tmp_path / "d")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: dataset name") and "too long" in err and err.count("\n") == 1
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("where", ["file/data", "/proc/self/data"])
+def test_a_dataset_folder_that_cannot_be_written_is_one_error_line(tmp_path, capsys, where):
+    (tmp_path / "file").write_text("a file, not a folder")
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}))
+    folder = tmp_path / where if not where.startswith("/") else where
+    code = main(["data", "export", "--file", str(src), "--name", "mine", "--dataset-dir", str(folder)])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith(f"error: cannot write {folder}/") and err.count("\n") == 1

@@ -267,3 +267,64 @@ def test_cli_sessions_on_a_missing_database_creates_nothing(tmp_path, capsys):
     assert "no sessions yet" in capsys.readouterr().out
     assert main(["sessions", "show", "x", "--db", str(missing)]) == 2
     assert not missing.parent.exists()
+
+
+# -- failed chats: the user turn is kept, the session is marked, and it can be deleted ---------------------
+
+
+def test_an_unknown_model_marks_the_session_failed_and_a_retry_clears_it(ollama, db, capsys):
+    code = main(["chat", "-m", "ghost", "-s", "junk", "--host", ollama.url, "--db", str(db), "--message", "hi"])
+    assert code == 1 and "model 'ghost' not found" in capsys.readouterr().err
+    assert stored(db, "junk") == [Message("user", "hi")]  # the turn is never lost
+    with MemoryStore(db) as store:
+        assert "not found" in store.session("junk").failed
+    assert main(["sessions", "--db", str(db)]) == 0
+    (row,) = capsys.readouterr().out.splitlines()[1:]
+    assert row.split()[:3] == ["junk", "ghost", "1"] and "failed" in row.split()
+    ollama.add_model("ghost", replies=[Reply("found now")])
+    with OllamaChat("ghost", "junk", host=ollama.url, db=db) as chat:
+        assert chat.chat().content == "found now"
+    with MemoryStore(db) as store:
+        assert store.session("junk").failed is None
+
+
+def test_an_unreachable_host_and_a_malformed_tool_call_mark_the_session_failed(ollama, db, dead_host):
+    with OllamaChat("m", "offline", host=dead_host, db=db) as chat:
+        chat.client.retries = 0
+        with pytest.raises(OllamaError):
+            chat.chat("hello?")
+    ollama.add_model("m", replies=[Reply("", tool_calls=[{"name": "get_weather", "arguments": ["Oslo"]}])])
+    with OllamaChat("m", "bad-call", host=ollama.url, db=db, tools=[WEATHER_TOOL]) as chat:
+        with pytest.raises(OllamaError, match="tool call.*arguments are a list"):
+            chat.chat("weather?")
+    with MemoryStore(db) as store:
+        assert "cannot reach Ollama" in store.session("offline").failed
+        assert "tool call" in store.session("bad-call").failed
+        assert [m.content for m in store.messages("bad-call")] == ["weather?"]
+
+
+def test_sessions_show_names_a_failed_session(ollama, db, capsys):
+    assert main(["chat", "-m", "ghost", "-s", "junk", "--host", ollama.url, "--db", str(db), "--message", "hi"]) == 1
+    capsys.readouterr()
+    assert main(["sessions", "show", "junk", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "no reply" in out and "not found" in out
+
+
+def test_sessions_delete_removes_a_session_and_says_what_it_deleted(ollama, db, capsys):
+    ollama.add_model("m", replies=[Reply("A1")])
+    with OllamaChat("m", "keep", host=ollama.url, db=db) as chat:
+        chat.chat("Q1")
+    secret = "SECRET-chat-text"
+    assert main(["chat", "-m", "ghost", "-s", "junk", "--host", ollama.url, "--db", str(db), "--message", secret]) == 1
+    capsys.readouterr()
+    assert main(["sessions", "delete", "junk", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("deleted session junk") and "1 turn" in out and secret not in out
+    with MemoryStore(db) as store:
+        assert [s.id for s in store.sessions()] == ["keep"] and store.messages("junk") == []
+    assert main(["sessions", "delete", "junk", "--db", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert "no session 'junk'" in err and err.count("\n") == 1
+    assert main(["sessions", "delete", "x", "--db", str(db.parent / "none.db")]) == 2
+    assert "no such memory store" in capsys.readouterr().err and not (db.parent / "none.db").exists()
