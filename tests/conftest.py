@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-SAMPLES = REPO / "data" / "samples" / "conversations.jsonl"
-sys.path.insert(0, str(Path(__file__).parent))  # tests/ollama_emulator.py
+sys.path.insert(0, str(Path(__file__).parent))  # tests/ollama_emulator.py, tests/repo_paths.py
+
+from repo_paths import REPO, SAMPLES  # noqa: E402,F401
 
 
 def pytest_configure(config):

@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-from conftest import REPO
+from repo_paths import REPO
 
 from orchestrator.cli import main
 

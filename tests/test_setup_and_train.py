@@ -5,7 +5,7 @@ import json
 import sys
 
 import pytest
-from conftest import REPO
+from repo_paths import REPO
 
 from orchestrator.cli import main as cli_main
 from orchestrator.recipe import resolve_recipe_path

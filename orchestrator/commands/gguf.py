@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
 from pathlib import Path
-
-TYPES_HELP = "f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1, or a K-quant (q4_k_m, q4_k_s, q5_k_m, q6_k, ...)"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from orchestrator.gguf.types import types_help
+
     p = sub.add_parser("gguf", help="convert models and LoRA adapters to GGUF; inspect GGUF files")
     gsub = p.add_subparsers(dest="gguf_command", metavar="ACTION", required=True)
     convert = gsub.add_parser(
@@ -22,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     convert.add_argument("source", metavar="MODEL_DIR", help="model folder (or adapter folder with --adapter)")
     convert.add_argument("out", metavar="OUT.gguf", help="file to write")
-    convert.add_argument("--type", default=None, help=f"{TYPES_HELP}; default q8_0 (f16 for --adapter)")
+    convert.add_argument("--type", default=None, help=f"{types_help()}; default q8_0 (f16 for --adapter)")
     convert.add_argument("--chat-template", metavar="FILE", help="Jinja chat template to embed (the trained one)")
     convert.add_argument("--adapter", action="store_true", help="MODEL_DIR is a PEFT LoRA adapter")
     convert.add_argument("--base", metavar="DIR", help="base model folder of the adapter (its config.json)")
@@ -35,35 +33,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     inspect.set_defaults(handler=handle_inspect)
 
 
-class Progress:
-    """Bytes converted, on one rewritten stderr line (only on a terminal)."""
-
-    def __init__(self) -> None:
-        self.shown = 0.0
-        self.active = sys.stderr.isatty()
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if self.active and (now - self.shown > 0.2 or done == total):
-            self.shown = now
-            print(f"\rconverting {done / 1e6:,.0f} / {total / 1e6:,.0f} MB", end="", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.active and self.shown:
-            print(file=sys.stderr)
-
-
 def handle_convert(args: argparse.Namespace) -> int:
     from orchestrator.errors import UsageError
     from orchestrator.gguf import convert_adapter, convert_model
+    from orchestrator.gguf.vocab import read_template
 
-    template = None
-    if args.chat_template:
-        path = Path(args.chat_template)
-        if not path.is_file():
-            raise UsageError(f"{path}: no such chat template file")
-        template = path.read_text(encoding="utf-8")
-    progress = Progress()
+    template = read_template(Path(args.chat_template)) if args.chat_template else None
+    from orchestrator.progress import ConsoleReporter
+
+    reporter = ConsoleReporter()
+
+    def progress(done: int, total: int) -> None:
+        reporter.transfer("converting", done, total)
+
     try:
         if args.adapter:
             if template is not None:
@@ -78,7 +60,7 @@ def handle_convert(args: argparse.Namespace) -> int:
                 args.source, args.out, args.type or "q8_0", chat_template=template, on_progress=progress
             )
     finally:
-        progress.close()
+        reporter.close()
     print(json.dumps(result.to_dict(), indent=2) if args.json else "\n".join(result.lines()))
     return 0
 

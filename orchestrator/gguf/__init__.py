@@ -5,6 +5,7 @@ Public API (importing this package is cheap: numpy and gguf load when a function
 - ``convert_model(model_dir, out_path, out_type="q8_0", *, chat_template=None, on_progress=None)``
 - ``convert_adapter(adapter_dir, out_path, *, base_model_dir=None, out_type="f16", on_progress=None)``
 - ``inspect_gguf(path) -> dict``
+- ``read_gguf_header(path) -> GGUFHeader``: metadata and tensor table only, fast (no tensor data).
 - ``ConvertResult``: what a conversion wrote (path, types, notes, K-quant route...).
 """
 
@@ -12,7 +13,16 @@ from __future__ import annotations
 
 from orchestrator.gguf.adapter import convert_adapter
 from orchestrator.gguf.convert import convert_model
+from orchestrator.gguf.header import GGUFHeader, read_gguf_header
 from orchestrator.gguf.inspect import inspect_gguf
 from orchestrator.gguf.types import OUT_TYPES, ConvertResult
 
-__all__ = ["OUT_TYPES", "ConvertResult", "convert_adapter", "convert_model", "inspect_gguf"]
+__all__ = [
+    "OUT_TYPES",
+    "ConvertResult",
+    "GGUFHeader",
+    "convert_adapter",
+    "convert_model",
+    "inspect_gguf",
+    "read_gguf_header",
+]

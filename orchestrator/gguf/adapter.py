@@ -8,7 +8,6 @@ alpha) are folded into that alpha or into lora_b, so the product applied is the 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import UsageError
+from orchestrator.fsutil import atomic_path
+from orchestrator.gguf.jsonio import count, flag, mapping, number, read_json_object
 from orchestrator.gguf.types import ADAPTER_TYPES, ConvertResult, file_type_name, normalize_type
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 LORA = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.[A-Za-z0-9_-]+)?\.weight$")
 EXPERT_MODULE = re.compile(r"^model\.layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate|up|down)_proj$")
 ADAPTER_FILE = "adapter_model.safetensors"
+PEFT_DEFAULT_ALPHA = 8.0  # LoraConfig.lora_alpha when adapter_config.json has none
 
 
 def convert_adapter(
@@ -52,13 +54,16 @@ def convert_adapter(
     from orchestrator.gguf.arch import load_arch
     from orchestrator.gguf.convert import add_general, short_file_type
     from orchestrator.gguf.source import read_header
-    from orchestrator.gguf.stream import add_tensor_infos, atomic_output, check_disk, write_gguf
+    from orchestrator.gguf.stream import add_tensor_infos, check_disk, check_output, write_gguf
 
     started = time.monotonic()
     adapter_dir, out_path = Path(adapter_dir), Path(out_path)
     out_type = normalize_type(out_type, ADAPTER_TYPES)
     lora_config = read_adapter_config(adapter_dir)
-    arch = load_arch(base_dir(adapter_dir, lora_config, base_model_dir))
+    base = base_dir(adapter_dir, lora_config, base_model_dir)
+    inputs = [adapter_dir / ADAPTER_FILE, adapter_dir / "adapter_config.json", base / "config.json"]
+    check_output(out_path, inputs)
+    arch = load_arch(base)
     sources = read_header(adapter_dir / ADAPTER_FILE)
     plans, alpha, notes = plan_adapter(arch, sources, lora_config, out_type, str(adapter_dir / ADAPTER_FILE))
     check_disk(out_path, sum(p.nbytes for p in plans))
@@ -71,7 +76,7 @@ def convert_adapter(
     file_type = gguf.LlamaFileType[file_type_name(out_type)]
     writer.add_file_type(int(file_type))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    with atomic_output(out_path) as tmp:
+    with atomic_path(out_path, "partial") as tmp:
         size = write_gguf(tmp, writer, plans, on_progress)
     return ConvertResult(
         path=out_path,
@@ -88,8 +93,13 @@ def convert_adapter(
 
 
 def read_adapter_config(adapter_dir: Path) -> dict[str, Any]:
-    """adapter_config.json, refusing model folders, non-LoRA PEFT types and DoRA."""
+    """adapter_config.json, refusing model folders, non-LoRA PEFT types, DoRA and bad r / lora_alpha.
+
+    The returned config has ``r`` and ``lora_alpha`` checked (alpha defaults to PEFT's 8) and
+    ``alpha_pattern`` as a map of numbers."""
     path = adapter_dir / "adapter_config.json"
+    if adapter_dir.is_file():
+        raise UsageError(f"{adapter_dir}: is a file, not a folder; pass the adapter's folder (adapter_config.json)")
     if not path.is_file():
         if (adapter_dir / "config.json").is_file():
             raise UsageError(
@@ -99,7 +109,13 @@ def read_adapter_config(adapter_dir: Path) -> dict[str, Any]:
         raise UsageError(f"{adapter_dir}: no adapter_config.json, so not a PEFT adapter folder")
     if not (adapter_dir / ADAPTER_FILE).is_file():
         raise UsageError(f"{adapter_dir}: {ADAPTER_FILE} is missing; save the adapter with safe_serialization")
-    config = json.loads(path.read_text(encoding="utf-8"))
+    fix = "fix adapter_config.json (PEFT's save_pretrained writes it) or save the adapter again"
+    config = read_json_object(path, fix)
+    config["r"] = count(config, "r", path, fix)
+    config["lora_alpha"] = number(config, "lora_alpha", path, fix, PEFT_DEFAULT_ALPHA)
+    pattern = mapping(config, "alpha_pattern", path, fix)
+    config["alpha_pattern"] = {key: number(pattern, key, path, f"alpha_pattern: {fix}") for key in pattern}
+    config["use_rslora"] = flag(config, "use_rslora", path, fix)
     if str(config.get("peft_type", "LORA")).upper() != "LORA":
         raise UsageError(f"{path}: peft_type {config.get('peft_type')} is not LoRA; only LoRA adapters convert")
     if config.get("use_dora"):
@@ -143,10 +159,11 @@ def plan_adapter(
     import gguf
 
     from orchestrator.gguf.plan import map_name
+    from orchestrator.gguf.shapes import layout
 
+    lay = layout(arch.name, arch.dims())
     pairs = lora_pairs(sources, where)
-    rank = int(lora_config.get("r") or next(iter(pairs.values()))["A"].shape[0])
-    alpha = float(lora_config.get("lora_alpha") or rank)
+    rank, alpha = lora_config["r"], lora_config["lora_alpha"]
     gguf_alpha = alpha * math.sqrt(rank) if lora_config.get("use_rslora") else alpha
     name_map = gguf.get_tensor_name_map(arch.gguf_arch, arch.n_layer)
     plans, experts = [], {}
@@ -157,6 +174,7 @@ def plan_adapter(
         if arch.tied and module == "lm_head":
             raise UsageError(f"{where}: LoRA on lm_head of a model with tied embeddings cannot be served as an adapter")
         gname = map_name(name_map, f"{module}.weight", where)
+        check_lora_shapes(lay, arch, gname, module, ab, where)
         factor = scale_factor(module, ab, lora_config, gguf_alpha)
         plans += lora_tensors(arch, gname, module, [ab], factor, out_type)
     for (bid, proj), by_expert in sorted(experts.items()):
@@ -166,12 +184,31 @@ def plan_adapter(
                 f"{where}: layer {bid} {proj}_proj has LoRA on {len(by_expert)} of {arch.n_expert} experts"
             )
         abs_ = [by_expert[e][1] for e in range(arch.n_expert)]
+        for expert_module, expert_ab in by_expert.values():
+            check_lora_shapes(lay, arch, gname, expert_module, expert_ab, where)
         factor = scale_factor(by_expert[0][0], abs_[0], lora_config, gguf_alpha)
         plans += lora_tensors(arch, gname, by_expert[0][0], abs_, factor, out_type)
     if not plans:
         raise UsageError(f"{where}: no LoRA tensors found")
     notes = [f"rsLoRA scaling folded into adapter.lora.alpha = {gguf_alpha:g}"] if gguf_alpha != alpha else []
     return sorted(plans, key=adapter_order), gguf_alpha, notes
+
+
+def check_lora_shapes(lay: Any, arch: Any, gname: str, module: str, ab: dict[str, Any], where: str) -> None:
+    """lora_A (r x in) and lora_B (out x r) must fit the base weight, as the base's config.json shapes it."""
+    from orchestrator.gguf.shapes import expected_shape, shape_text
+
+    want = expected_shape(lay, gname, arch.n_layer)
+    if want is None or len(want) < 2:
+        raise UsageError(f"{where}: {module} adapts {gname}, which llama.cpp's {arch.name} has no matrix for")
+    out_dim, in_dim = want[-2:]  # an expert's slice of a stacked expert tensor
+    a, b = ab["A"].shape, ab["B"].shape
+    if len(a) != 2 or len(b) != 2 or a[1] != in_dim.size or b[0] != out_dim.size or b[1] != a[0]:
+        raise UsageError(
+            f"{where}: {module}: lora_A {shape_text(a)} and lora_B {shape_text(b)} do not fit the base weight "
+            f"[{out_dim.size}, {in_dim.size}] ({out_dim.label}, {in_dim.label} in the base config.json); "
+            "pass the base model this adapter was trained on (--base)"
+        )
 
 
 def lora_pairs(sources: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
@@ -195,8 +232,8 @@ def lora_pairs(sources: dict[str, Any], where: str) -> dict[str, dict[str, Any]]
 def scale_factor(module: str, ab: dict[str, Any], lora_config: dict[str, Any], gguf_alpha: float) -> float:
     """What lora_b must be multiplied by so llama.cpp's alpha/r equals PEFT's scaling for this module."""
     rank = ab["A"].shape[0]
-    alpha = float(lora_config.get("lora_alpha") or rank)
-    for key, value in (lora_config.get("alpha_pattern") or {}).items():
+    alpha = lora_config["lora_alpha"]
+    for key, value in lora_config["alpha_pattern"].items():
         if re.fullmatch(rf"(.*\.)?{key}", module):
             alpha = float(value)
             break

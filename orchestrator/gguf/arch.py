@@ -7,7 +7,6 @@ Hugging Face rotates halves, so Llama's q/k projection rows are reordered per he
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import UsageError
+from orchestrator.gguf.jsonio import MISSING, count, flag, mapping, number, read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -78,17 +78,40 @@ class ModelArch:
     def rot_dim(self) -> int:
         return self.head_dim or self.n_embd // self.n_head
 
+    def dims(self) -> Any:
+        """The sizes of the tensor layout, labelled with the config.json keys they come from."""
+        from orchestrator.gguf.shapes import Dim, Dims
+
+        if self.head_dim:
+            head_dim = Dim(self.head_dim, "head_dim")
+        else:
+            head_dim = Dim(self.n_embd // self.n_head, "hidden_size / num_attention_heads")
+        moe = self.n_expert > 0
+        return Dims(
+            n_layer=Dim(self.n_layer, "num_hidden_layers"),
+            embd=Dim(self.n_embd, "hidden_size"),
+            vocab=Dim(self.n_vocab, "vocab_size"),
+            head=Dim(self.n_head, "num_attention_heads"),
+            head_kv=Dim(self.n_head_kv, "num_key_value_heads"),
+            head_dim=head_dim,
+            ff=Dim(self.n_ff, "intermediate_size"),
+            rot=head_dim,
+            expert=Dim(self.n_expert, "num_experts") if moe else None,
+            ff_expert=Dim(self.n_ff_expert, "moe_intermediate_size") if moe else None,
+        )
+
+
+CONFIG_FIX = "fix config.json (use the one saved with these weights)"
+
 
 def read_config(folder: Path) -> dict[str, Any]:
-    path = folder / "config.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path}: not valid JSON ({exc}); re-export the model") from exc
+    return read_json_object(folder / "config.json", "re-export the model or copy its config.json again")
 
 
 def check_model_folder(model_dir: Path) -> None:
     """Refuse what is not a Hugging Face model folder, naming what it is instead."""
+    if model_dir.is_file():
+        raise UsageError(f"{model_dir}: is a file, not a folder; pass the merged model's folder (with config.json)")
     if not model_dir.is_dir():
         raise UsageError(f"{model_dir}: no such folder; pass the merged model's folder")
     weights = [p for p in model_dir.glob("*.safetensors") if p.name != "adapter_model.safetensors"]
@@ -106,47 +129,70 @@ def load_arch(model_dir: Path) -> ModelArch:
     check_model_folder(model_dir)
     config = read_config(model_dir)
     where = model_dir / "config.json"
-    archs = config.get("architectures") or []
-    hf_arch = next((a for a in archs if a in SUPPORTED), None)
-    if hf_arch is None:
-        raise UsageError(
-            f"{where}: architecture {', '.join(archs) or 'unknown'} is not supported by the built-in converter "
-            f"(supported: {', '.join(SUPPORTED)}); use llama.cpp's convert_hf_to_gguf.py for it"
-        )
+    hf_arch = supported_arch(config, where)
     if config.get("quantization_config"):
         raise UsageError(f"{where}: the checkpoint is quantized; merge the adapter into the unquantized base model")
 
-    def need(*keys: str) -> Any:
-        for key in keys:
-            if config.get(key) is not None:
-                return config[key]
-        raise UsageError(f"{where}: {keys[0]} is missing; re-export the model with its full config.json")
+    def need(key: str, default: Any = MISSING) -> int:
+        return count(config, key, where, CONFIG_FIX, default)
 
+    n_head = need("num_attention_heads")
     arch = ModelArch(
         hf_arch=hf_arch,
         arch_key=SUPPORTED[hf_arch],
         config=config,
         n_layer=need("num_hidden_layers"),
         n_embd=need("hidden_size"),
-        n_head=need("num_attention_heads"),
-        n_head_kv=config.get("num_key_value_heads") or need("num_attention_heads"),
+        n_head=n_head,
+        n_head_kv=need("num_key_value_heads", n_head),
         n_ff=need("intermediate_size"),
         n_vocab=need("vocab_size"),
         n_ctx=need("max_position_embeddings"),
-        rms_eps=need("rms_norm_eps"),
-        tied=bool(config.get("tie_word_embeddings", False)),
+        rms_eps=number(config, "rms_norm_eps", where, CONFIG_FIX),
+        tied=flag(config, "tie_word_embeddings", where, CONFIG_FIX),
         rope=read_rope(config, where, hf_arch),
-        head_dim=config.get("head_dim"),
+        head_dim=need("head_dim", None),
     )
+    check_heads(arch, where)
     if arch.arch_key == "QWEN3MOE":
         read_moe(arch, where)
     return arch
 
 
+def supported_arch(config: dict[str, Any], where: Path) -> str:
+    archs = config.get("architectures") or []
+    if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
+        raise UsageError(f'{where}: architectures must be a list of class names, e.g. ["Qwen3ForCausalLM"]')
+    hf_arch = next((a for a in archs if a in SUPPORTED), None)
+    if hf_arch is None:
+        raise UsageError(
+            f"{where}: architecture {', '.join(archs) or 'unknown'} is not supported by the built-in converter "
+            f"(supported: {', '.join(SUPPORTED)}); use llama.cpp's convert_hf_to_gguf.py for it"
+        )
+    return hf_arch
+
+
+def check_heads(arch: ModelArch, where: Path) -> None:
+    """Head counts llama.cpp can split the attention into."""
+    if arch.head_dim is None and arch.n_embd % arch.n_head:
+        raise UsageError(
+            f"{where}: hidden_size {arch.n_embd} is not a multiple of num_attention_heads {arch.n_head} and "
+            f"there is no head_dim; {CONFIG_FIX}"
+        )
+    if arch.n_head % arch.n_head_kv:
+        raise UsageError(
+            f"{where}: num_attention_heads {arch.n_head} is not a multiple of num_key_value_heads "
+            f"{arch.n_head_kv}; {CONFIG_FIX}"
+        )
+
+
 def read_rope(config: dict[str, Any], where: Path, hf_arch: str) -> Rope:
     """Rope base and scaling from ``rope_parameters`` (transformers 5) or ``rope_scaling``/``rope_theta``."""
-    params = dict(config.get("rope_parameters") or config.get("rope_scaling") or {})
-    theta = params.get("rope_theta", config.get("rope_theta", 10000.0))
+    key = "rope_parameters" if config.get("rope_parameters") is not None else "rope_scaling"
+    params = dict(mapping(config, key, where, CONFIG_FIX))
+    theta = number(params, "rope_theta", where, CONFIG_FIX, None)
+    if theta is None:
+        theta = number(config, "rope_theta", where, CONFIG_FIX, 10000.0)
     kind = params.get("rope_type") or params.get("type") or "default"
     allowed = ROPE_TYPES if hf_arch == "LlamaForCausalLM" else ROPE_TYPES[:3]
     if kind not in allowed:
@@ -158,16 +204,22 @@ def read_rope(config: dict[str, Any], where: Path, hf_arch: str) -> Rope:
         raise UsageError(f"{where}: rope scaling {kind!r} has no factor; fix rope_scaling in config.json")
     if kind == "yarn" and not params.get("original_max_position_embeddings"):
         raise UsageError(f"{where}: yarn rope scaling needs original_max_position_embeddings; add it to config.json")
-    return Rope(theta=float(theta), kind=kind, params=params)
+    for name in ("factor", "low_freq_factor", "high_freq_factor", "beta_fast", "beta_slow", "attention_factor"):
+        number(params, name, where, f"fix {key} in config.json", None)
+    if kind in ("yarn", "llama3"):
+        count(params, "original_max_position_embeddings", where, f"fix {key} in config.json", None)
+    return Rope(theta=theta, kind=kind, params=params)
 
 
 def read_moe(arch: ModelArch, where: Path) -> None:
     config = arch.config
-    arch.n_expert = config.get("num_experts") or config.get("num_local_experts") or 0
-    arch.n_expert_used = config.get("num_experts_per_tok") or 0
-    arch.n_ff_expert = config.get("moe_intermediate_size") or 0
-    if not (arch.n_expert and arch.n_expert_used and arch.n_ff_expert):
-        raise UsageError(f"{where}: num_experts, num_experts_per_tok and moe_intermediate_size are all needed")
+    experts_key = "num_experts" if config.get("num_experts") is not None else "num_local_experts"
+    fix = f"{CONFIG_FIX}; num_experts, num_experts_per_tok and moe_intermediate_size are all needed"
+    arch.n_expert = count(config, experts_key, where, fix)
+    arch.n_expert_used = count(config, "num_experts_per_tok", where, fix)
+    arch.n_ff_expert = count(config, "moe_intermediate_size", where, fix)
+    if arch.n_expert_used > arch.n_expert:
+        raise UsageError(f"{where}: num_experts_per_tok {arch.n_expert_used} exceeds {experts_key}; {CONFIG_FIX}")
     if config.get("mlp_only_layers") or config.get("decoder_sparse_step", 1) != 1:
         raise UsageError(
             f"{where}: dense MLP layers inside a MoE model (mlp_only_layers/decoder_sparse_step) are not "

@@ -1,8 +1,9 @@
 """Hugging Face safetensors model folder -> GGUF that llama.cpp and Ollama load.
 
 ``convert_model`` is the library entry point (the ``orchestrator gguf convert`` command and the
-pipeline's gguf stage both call it). Stages: check the folder and its config, index the tensors,
-read the tokenizer, plan every output tensor, check disk space, then write under a temporary name.
+pipeline's gguf stage both call it). Stages: check the folder and the output path (never one of the
+inputs), read and check the config, index the tensors, plan every output tensor (each shape checked
+against the config), read the tokenizer, check disk space, then write through ``fsutil.atomic_path``.
 """
 
 from __future__ import annotations
@@ -12,9 +13,14 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.fsutil import atomic_path, temp_path
+from orchestrator.gguf.arch import check_model_folder
+from orchestrator.gguf.source import INDEX_NAME
+from orchestrator.gguf.stream import check_disk, check_output, write_gguf
 from orchestrator.gguf.types import (
     KQUANT_TYPES,
     ConvertResult,
@@ -56,37 +62,73 @@ def convert_model(
     started = time.monotonic()
     model_dir, out_path = Path(model_dir), Path(out_path)
     out_type = normalize_type(out_type)
-    options = {"chat_template": chat_template, "on_progress": on_progress, "name": name}
+    check_model_folder(model_dir)
+    check_output(out_path, model_inputs(model_dir))
+    options = {"chat_template": chat_template, "name": name}
     if out_type in KQUANT_TYPES:
-        return convert_kquant(model_dir, out_path, out_type, started, options)
-    return write_model(model_dir, out_path, out_type, started, **options)
+        return convert_kquant(model_dir, out_path, out_type, started, options, on_progress)
+    return write_prepared(prepare_model(model_dir, out_type, **options), out_path, started, on_progress)
 
 
-def write_model(
-    model_dir: Path,
-    out_path: Path,
-    out_type: str,
-    started: float,
-    *,
-    chat_template: str | None = None,
-    on_progress: ProgressFn | None = None,
-    name: str | None = None,
-) -> ConvertResult:
-    """The conversion proper, for the types written here (floats and 32-blocks)."""
+def write_prepared(prepared: Prepared, out_path: Path, started: float, on_progress: ProgressFn | None) -> ConvertResult:
+    """Check the disk, then write the GGUF under a temporary name renamed into place at the end."""
+    check_disk(out_path, prepared.need)
+    with atomic_path(out_path, "partial") as tmp:
+        size = write_gguf(tmp, prepared.writer, prepared.plans, on_progress)
+    return prepared.result(out_path, size, started)
+
+
+def model_inputs(model_dir: Path) -> list[Path]:
+    """The files of a model folder a conversion reads, which its output must not replace."""
+    names = ("config.json", INDEX_NAME, "tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+    return sorted(model_dir.glob("*.safetensors")) + [model_dir / n for n in (*names, "chat_template.json")]
+
+
+@dataclass
+class Prepared:
+    """A model read, checked and planned: what is left is writing ``writer``'s header and the tensors."""
+
+    writer: Any
+    plans: list[Any]
+    arch_name: str
+    out_type: str
+    file_type: Any
+    n_params: int
+    notes: list[str]
+    chat_template_source: str | None
+    need: int  # bytes the file will take, for the disk check
+
+    def result(self, out_path: Path, size: int, started: float) -> ConvertResult:
+        for note in self.notes:
+            log.info("%s: %s", out_path.name, note)
+        return ConvertResult(
+            path=out_path,
+            kind="model",
+            architecture=self.arch_name,
+            requested_type=self.out_type,
+            file_type=short_file_type(self.file_type),
+            tensor_types=dict(Counter(p.qtype for p in self.plans)),
+            bytes_written=size,
+            duration_s=time.monotonic() - started,
+            parameter_count=self.n_params,
+            notes=self.notes,
+            chat_template_source=self.chat_template_source,
+        )
+
+
+def prepare_model(model_dir: Path, out_type: str, *, chat_template: str | None, name: str | None) -> Prepared:
+    """Read and check the folder (config, tensors, tokenizer), plan every tensor, fill the writer's header."""
     import gguf
 
     from orchestrator.gguf.arch import add_arch_metadata, load_arch
     from orchestrator.gguf.plan import plan_model
     from orchestrator.gguf.source import index_model
-    from orchestrator.gguf.stream import add_tensor_infos, atomic_output, check_disk, write_gguf
+    from orchestrator.gguf.stream import add_tensor_infos
     from orchestrator.gguf.vocab import add_vocab, load_vocab
 
     arch = load_arch(model_dir)
-    sources = index_model(model_dir)
+    plans = plan_model(arch, index_model(model_dir), out_type, str(model_dir))
     vocab = load_vocab(model_dir, arch.n_vocab, chat_template)
-    plans = plan_model(arch, sources, out_type, str(model_dir))
-    check_disk(out_path, sum(p.nbytes for p in plans) + len(vocab.tokens) * 64)
-
     writer = gguf.GGUFWriter(None, arch.name)
     add_tensor_infos(writer, plans)
     n_params = add_general(writer, gguf.GGUFType.MODEL, name or model_dir.resolve().name)
@@ -96,23 +138,8 @@ def write_model(
     notes += [p.note for p in plans if p.note]
     if vocab.chat_template is None:
         notes.append("no chat template in the model folder or the arguments; Ollama will need a TEMPLATE")
-    with atomic_output(out_path) as tmp:
-        size = write_gguf(tmp, writer, plans, on_progress)
-    for note in notes:
-        log.info("%s: %s", out_path.name, note)
-    return ConvertResult(
-        path=out_path,
-        kind="model",
-        architecture=arch.name,
-        requested_type=out_type,
-        file_type=short_file_type(file_type),
-        tensor_types=dict(Counter(p.qtype for p in plans)),
-        bytes_written=size,
-        duration_s=time.monotonic() - started,
-        parameter_count=n_params,
-        notes=notes,
-        chat_template_source=vocab.chat_template_source,
-    )
+    need = sum(p.nbytes for p in plans) + len(vocab.tokens) * 64
+    return Prepared(writer, plans, arch.name, out_type, file_type, n_params, notes, vocab.chat_template_source, need)
 
 
 def add_general(writer: Any, kind: str, name: str) -> int:
@@ -143,30 +170,37 @@ def sixteen_bit_type(model_dir: Path) -> str:
 
 
 def convert_kquant(
-    model_dir: Path, out_path: Path, out_type: str, started: float, options: dict[str, Any]
+    model_dir: Path,
+    out_path: Path,
+    out_type: str,
+    started: float,
+    options: dict[str, Any],
+    on_progress: ProgressFn | None,
 ) -> ConvertResult:
     """A K-quant: 16-bit GGUF, then llama-quantize here, or Ollama's quantizer at registration."""
-    from orchestrator.gguf.arch import check_model_folder
     from orchestrator.gguf.kquant import require_route, run_llama_quantize
-    from orchestrator.gguf.stream import partial_path
 
-    check_model_folder(model_dir)
     tool = require_route(out_type)
     mid_type = sixteen_bit_type(model_dir)
+    prepared = prepare_model(model_dir, mid_type, **options)
     if tool is None:
-        result = write_model(model_dir, out_path, mid_type, started, **options)
+        result = write_prepared(prepared, out_path, started, on_progress)
         result.requested_type, result.kquant_route = out_type, "ollama"
         result.ollama_quantize = ollama_quantize_name(out_type)
         return result
-    mid_path = partial_path(out_path, f"{mid_type}.gguf")
-    try:
-        result = write_model(model_dir, mid_path, mid_type, started, **options)
-        log_path = run_llama_quantize(tool, mid_path, out_path, out_type)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            mid_path.unlink()
+    check_disk(out_path, 2 * prepared.need)  # the 16-bit file and the quantized one, side by side
+    # The 16-bit file is a temporary of out_path too, so a killed run's copy is removed by the next one.
+    mid_path = temp_path(out_path, f"{mid_type}.gguf")
+    with atomic_path(out_path, "quantize") as tmp:
+        try:
+            size = write_gguf(mid_path, prepared.writer, prepared.plans, on_progress)
+            log_path = run_llama_quantize(tool, mid_path, tmp, out_path, out_type)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                mid_path.unlink()
+    result = prepared.result(out_path, size, started)
     info = read_tensor_types(out_path)
-    result.path, result.requested_type, result.kquant_route = out_path, out_type, "llama-quantize"
+    result.requested_type, result.kquant_route = out_type, "llama-quantize"
     result.file_type, result.tensor_types = info["file_type"], info["tensor_types"]
     result.bytes_written = out_path.stat().st_size
     result.notes.append(f"quantized from {mid_type.upper()} by {tool} (log: {log_path})")

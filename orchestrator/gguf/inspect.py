@@ -11,10 +11,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import UsageError
-
 SPECIAL_KINDS = ("bos", "eos", "pad", "unk", "sep", "mask")
 TEMPLATE_HEAD_LINES = 8
+LAYOUT_ARCHS = ("qwen3", "qwen3moe", "qwen2", "llama")  # the ones shapes.layout knows
+MAX_SHAPE_PROBLEMS = 5
 
 
 def inspect_gguf(path: str | Path, *, read_back: bool = False) -> dict[str, Any]:
@@ -27,15 +27,14 @@ def inspect_gguf(path: str | Path, *, read_back: bool = False) -> dict[str, Any]
     quantization_version, parameter_count, tensor_count, tensor_types {type: count}, context_length,
     embedding_length, block_count, expert_count, vocab_size, tokenizer_model, tokenizer_pre,
     special_tokens {kind: {id, text}}, add_bos, chat_template, chat_template_head, lora_alpha,
-    problems (list of str), verified (bool: no problems) and read_back (bool).
+    problems (list of str), verified (bool: no problems), read_back (bool) and shapes_checked (bool: the
+    tensor shapes were checked against the metadata, for the architectures the converter knows).
     """
     import gguf
 
     from orchestrator.gguf.header import read_gguf_header
 
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"{path}: no such file")
     header = read_gguf_header(path)
     kv = header.kv
     arch = kv.get(gguf.Keys.General.ARCHITECTURE, "?")
@@ -63,6 +62,10 @@ def inspect_gguf(path: str | Path, *, read_back: bool = False) -> dict[str, Any]
         info[key] = kv.get(gguf_key.format(arch=arch))
     info.update(tokenizer_info(kv))
     info["problems"] = problems(header, arch, kind)
+    info["shapes_checked"] = False
+    if kind == gguf.GGUFType.MODEL and arch in LAYOUT_ARCHS:
+        info["problems"] += dimension_problems(header, arch)
+        info["shapes_checked"] = True
     if read_back:
         info["problems"] += read_back_problems(path, header)
     info["read_back"] = read_back
@@ -127,6 +130,68 @@ def problems(header: Any, arch: str, kind: str) -> list[str]:
     return found
 
 
+def dimension_problems(header: Any, arch: str) -> list[str]:
+    """Tensors whose shapes disagree with the file's own metadata, and blocks that lack tensors."""
+    from orchestrator.gguf.shapes import block_set_problems, expected_shape, layout, mismatch
+
+    dims = metadata_dims(header.kv, arch)
+    if isinstance(dims, str):
+        return [dims]
+    n_layer = dims.n_layer.size
+    lay = layout(arch, dims)
+    shapes = {t.name: tuple(reversed(t.dims)) for t in header.tensors}
+    found = []
+    for name, shape in shapes.items():
+        want = expected_shape(lay, name, n_layer)
+        if want is None:
+            found.append(f"{name}: not a tensor llama.cpp's {arch} loader reads ({dims.n_layer.label} = {n_layer})")
+        elif (why := mismatch(shape, want)) is not None:
+            found.append(f"{name} {why}")
+    for name, why in block_set_problems(lay, list(shapes), n_layer):
+        found.append(f"{name}: {why} ({dims.n_layer.label} = {n_layer})")
+    if len(found) > MAX_SHAPE_PROBLEMS:
+        found[MAX_SHAPE_PROBLEMS:] = [f"and {len(found) - MAX_SHAPE_PROBLEMS} more tensor shape problems"]
+    return found
+
+
+def metadata_dims(kv: dict[str, Any], arch: str) -> Any:
+    """The layout sizes from a GGUF's metadata (``shapes.Dims``), or a problem when one is missing or bad."""
+    import gguf
+
+    from orchestrator.gguf.shapes import Dim, Dims
+
+    def size(key: str, default: Dim | None = None) -> Dim:
+        name = key.format(arch=arch)
+        value = kv.get(name)
+        if value is None and default is not None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"metadata key {name} is {value!r}, not a positive whole number")
+        return Dim(value, name)
+
+    llm, att = gguf.Keys.LLM, gguf.Keys.Attention
+    try:
+        embd, head = size(llm.EMBEDDING_LENGTH), size(att.HEAD_COUNT)
+        tokens = kv.get(gguf.Keys.Tokenizer.LIST) or []
+        vocab = size(llm.VOCAB_SIZE, Dim(len(tokens), f"the vocabulary ({gguf.Keys.Tokenizer.LIST})"))
+        head_dim = size(att.KEY_LENGTH, Dim(embd.size // head.size, f"{embd.label} / {head.label}"))
+        moe = arch == "qwen3moe"
+        return Dims(
+            n_layer=size(llm.BLOCK_COUNT),
+            embd=embd,
+            vocab=vocab,
+            head=head,
+            head_kv=size(att.HEAD_COUNT_KV, head),
+            head_dim=head_dim,
+            ff=size(llm.FEED_FORWARD_LENGTH),
+            rot=size(gguf.Keys.Rope.DIMENSION_COUNT, head_dim),
+            expert=size(llm.EXPERT_COUNT) if moe else None,
+            ff_expert=size(llm.EXPERT_FEED_FORWARD_LENGTH) if moe else None,
+        )
+    except ValueError as exc:
+        return str(exc)
+
+
 def required_keys(arch: str, kind: str) -> list[str]:
     import gguf
 
@@ -183,6 +248,8 @@ def summary_lines(info: dict[str, Any]) -> list[str]:
         else:
             lines.append("chat template:   none")
     checked = "header and gguf.GGUFReader read-back" if info["read_back"] else "header"
+    if info["kind"] != "adapter" and not info["shapes_checked"]:
+        checked += f"; tensor shapes not checked: no layout for {info['architecture']}"
     verdict = f"OK ({checked})" if info["verified"] else "PROBLEMS: " + "; ".join(info["problems"])
     lines.append(f"verified:        {verdict}")
     return lines

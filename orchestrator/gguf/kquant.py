@@ -7,15 +7,15 @@ offers (Q4_K_S, Q4_K_M), it writes the 16-bit GGUF and leaves the quantization t
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 from orchestrator.errors import StageError, UsageError
+from orchestrator.fsutil import atomic_path
 from orchestrator.gguf.types import OLLAMA_KQUANTS
+from orchestrator.procs import run_logged
 
 log = logging.getLogger(__name__)
 
@@ -51,22 +51,16 @@ def require_route(out_type: str) -> Path | None:
     return tool
 
 
-def run_llama_quantize(tool: Path, src: Path, dst: Path, out_type: str) -> Path:
-    """Quantize ``src`` into ``dst`` (atomically); the tool's output goes to a log beside ``dst``."""
-    from orchestrator.gguf.stream import partial_path
+def run_llama_quantize(tool: Path, src: Path, tmp: Path, dst: Path, out_type: str) -> Path:
+    """Quantize ``src`` into ``tmp`` (the caller's temporary name for ``dst``); returns the log's path.
 
+    The tool's output goes to ``<dst>.llama-quantize.log``, which is kept when the tool fails."""
     log_path = dst.with_name(dst.name + ".llama-quantize.log")
-    tmp = partial_path(dst, "quantize")
     cmd = [str(tool), str(src), str(tmp), out_type.upper(), str(os.cpu_count() or 1)]
-    log.info("running %s", cmd)
-    try:
-        with open(log_path, "w", encoding="utf-8") as log_file:
-            proc = subprocess.run(cmd, stdout=log_file, stderr=subprocess.STDOUT, check=False)
-        if proc.returncode != 0 or not tmp.is_file():
-            raise StageError(f"llama-quantize failed (exit {proc.returncode}) making {dst.name}; see {log_path}")
-        os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+    with atomic_path(log_path) as log_tmp:
+        code = run_logged(cmd, log_tmp, poll_seconds=0.2)
+    if code == 127:
+        raise StageError(f"cannot run {tool}; is it an executable llama-quantize? see {log_path}")
+    if code != 0 or not tmp.is_file():
+        raise StageError(f"llama-quantize failed (exit {code}) making {dst.name}; see {log_path}")
     return log_path

@@ -15,6 +15,7 @@ from typing import Any
 
 from orchestrator.errors import UsageError
 from orchestrator.gguf.arch import ModelArch, llama3_rope_factors
+from orchestrator.gguf.shapes import Layout, block_set_problems, expected_shape, layout, mismatch
 from orchestrator.gguf.source import SourceTensor
 from orchestrator.gguf.types import BLOCK_TYPES
 
@@ -89,12 +90,16 @@ def map_name(name_map: Any, name: str, where: str) -> str:
 
 
 def plan_model(arch: ModelArch, sources: dict[str, SourceTensor], out_type: str, where: str) -> list[PlannedTensor]:
-    """The full tensor plan of a model, in llama.cpp's usual order, with each tensor's output type."""
+    """The full tensor plan of a model, in llama.cpp's usual order, with each tensor's output type.
+
+    Every tensor's shape is checked against config.json, and every block must hold the same tensors."""
     import gguf
 
     name_map = gguf.get_tensor_name_map(arch.gguf_arch, arch.n_layer)
+    lay = layout(arch.name, arch.dims(), output_required=not arch.tied)
     plans: dict[str, PlannedTensor] = {}
     experts: dict[tuple[int, str], dict[int, SourceTensor]] = {}
+    checked = set()
     for name, src in sources.items():
         if name.endswith(SKIPPED) or (arch.tied and name == "lm_head.weight"):
             continue
@@ -105,22 +110,44 @@ def plan_model(arch: ModelArch, sources: dict[str, SourceTensor], out_type: str,
             plans.update(fused_experts(name_map, int(m[1]), m[2], src, where))
             continue
         gname = map_name(name_map, name, where)
+        check_shape(lay, arch, gname, src.shape, src)  # before head_parts, which needs whole heads
+        checked.add(gname)
         parts = [whole(src)]
         if arch.permute_qk and re.search(r"\.self_attn\.[qk]_proj\.(weight|bias)$", name):
             parts = head_parts(src, arch.n_head if "q_proj" in name else arch.n_head_kv)
         plans[gname] = PlannedTensor(gname, src.shape, "", parts)
     for (bid, proj), by_expert in experts.items():
         plans.update(stacked_experts(name_map, arch, bid, proj, by_expert, where))
+    for plan in plans.values():
+        if plan.name not in checked:  # the stacked and the split expert tensors
+            check_shape(lay, arch, plan.name, plan.shape, plan.parts[0].source)
     if arch.rope.kind == "llama3":
         gname = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight"
         factors = llama3_rope_factors(arch)
         plans[gname] = PlannedTensor(gname, factors.shape, "F32", [Part(None, 0, factors.size, data=factors)])
-    check_complete(arch, plans, where)
+    check_complete(arch, lay, plans, where)
     ordered = sorted(plans.values(), key=tensor_order)
     for plan in ordered:
         if not plan.qtype:
             plan.qtype, plan.note = choose_type(plan, out_type, arch, plans)
     return ordered
+
+
+def check_shape(lay: Layout, arch: ModelArch, gname: str, shape: tuple[int, ...], src: Any) -> None:
+    """Refuse a tensor whose shape is not the one config.json implies (llama.cpp would refuse the GGUF)."""
+    want = expected_shape(lay, gname, arch.n_layer)
+    config = src.path.parent / "config.json"
+    if want is None:
+        raise UsageError(
+            f"{src.path}: tensor {src.name} ({gname}) is not one llama.cpp's {arch.name} loader reads; "
+            f"is this an unmodified {arch.hf_arch} with the {config} saved with it?"
+        )
+    why = mismatch(tuple(shape), want)
+    if why is not None:
+        raise UsageError(
+            f"{src.path}: tensor {src.name} ({gname}) {why} in {config}; the config does not match the weights: "
+            "use the config.json saved with them"
+        )
 
 
 def stacked_experts(
@@ -131,12 +158,23 @@ def stacked_experts(
         raise UsageError(f"{where}: layer {bid} {proj}_proj has {len(by_expert)} of {arch.n_expert} experts")
     gname = map_name(name_map, f"model.layers.{bid}.mlp.experts.{proj}_proj.weight", where)
     first = by_expert[0]
+    for src in by_expert.values():
+        if src.shape != first.shape:
+            raise UsageError(
+                f"{src.path}: tensor {src.name} has shape {list(src.shape)}, but expert 0 has {list(first.shape)}; "
+                "every expert must have the same shape: re-export the model"
+            )
     parts = [whole(by_expert[e]) for e in range(arch.n_expert)]
     return {gname: PlannedTensor(gname, (arch.n_expert, *first.shape), "", parts)}
 
 
 def fused_experts(name_map: Any, bid: int, kind: str, src: SourceTensor, where: str) -> dict[str, PlannedTensor]:
     """transformers' fused layout: gate_up_proj (E, 2*ff, embd) splits in two; down_proj (E, embd, ff)."""
+    if len(src.shape) != 3 or (kind == "gate_up" and src.shape[1] % 2):
+        raise UsageError(
+            f"{src.path}: tensor {src.name} has shape {list(src.shape)}; a fused expert tensor is "
+            "[experts, 2 x moe_intermediate_size or hidden_size, ...]: re-export the model"
+        )
     n_exp, rows, cols = src.shape
     if kind == "down":
         gname = map_name(name_map, f"model.layers.{bid}.mlp.experts.down_proj.weight", where)
@@ -150,21 +188,20 @@ def fused_experts(name_map: Any, bid: int, kind: str, src: SourceTensor, where: 
     return out
 
 
-def check_complete(arch: ModelArch, plans: dict[str, PlannedTensor], where: str) -> None:
-    """Every block must have its tensors; a missing shard shows up here as a missing layer."""
+def check_complete(arch: ModelArch, lay: Layout, plans: dict[str, PlannedTensor], where: str) -> None:
+    """Every block must have the same, complete set of tensors; a missing shard shows up here."""
     for required in ("token_embd.weight", "output_norm.weight"):
         if required not in plans:
             raise UsageError(f"{where}: {required} has no source tensor; the weights are incomplete")
     if not arch.tied and "output.weight" not in plans:
         raise UsageError(f"{where}: lm_head.weight is missing and tie_word_embeddings is false; re-export the model")
-    counts: dict[int, int] = {}
-    for name in plans:
-        if name.startswith("blk."):
-            bid = int(name.split(".")[1])
-            counts[bid] = counts.get(bid, 0) + 1
-    absent = [b for b in range(arch.n_layer) if b not in counts]
-    if absent:
-        raise UsageError(f"{where}: layer {absent[0]} has no weights; the checkpoint is incomplete")
+    problems = block_set_problems(lay, list(plans), arch.n_layer)
+    if problems:
+        name, why = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise UsageError(
+            f"{where}: {why}: {name} has no source tensor{more}; the checkpoint is incomplete: copy every shard again"
+        )
 
 
 def tensor_order(plan: PlannedTensor) -> tuple[int, int, str]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import UsageError
+from orchestrator.gguf.jsonio import json_kind, mapping, read_json_object
 
 # safetensors dtype -> (numpy dtype used to hold the raw values, bytes per element). BF16 stays raw uint16.
 DTYPES = {"BF16": ("uint16", 2), "F16": ("float16", 2), "F32": ("float32", 4)}
@@ -52,42 +53,96 @@ class SourceTensor:
 
 
 def read_header(path: Path) -> dict[str, SourceTensor]:
-    """Parse one safetensors file's header; refuses a truncated file or an unsupported dtype."""
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
-        raw = handle.read(8)
-        if len(raw) < 8:
-            raise UsageError(f"{path}: not a safetensors file (too short); re-export the model")
-        (length,) = struct.unpack("<Q", raw)
-        if length > min(MAX_HEADER, size - 8):
-            raise UsageError(f"{path}: not a safetensors file (bad header length); re-export the model")
-        header: dict[str, Any] = json.loads(handle.read(length))
+    """Parse one safetensors file's header; refuses a malformed or truncated file or an unsupported dtype.
+
+    Each tensor's byte range must lie inside the data section and hold exactly shape x itemsize bytes."""
+    header, base, size = header_table(path)
     header.pop("__metadata__", None)
-    base = 8 + length
-    tensors = {}
-    for name, info in header.items():
-        dtype = info["dtype"]
-        if dtype not in DTYPES:
-            raise UsageError(
-                f"{path}: tensor {name} is {dtype}; only F32/F16/BF16 weights convert: "
-                "merge or dequantize to a float model first"
-            )
-        start, end = info["data_offsets"]
-        if base + end > size:
-            raise UsageError(f"{path}: file is truncated (tensor {name} ends past the end); copy it again")
-        tensors[name] = SourceTensor(name, path, dtype, tuple(info["shape"]), base + start, end - start)
-    return tensors
+    return {name: header_entry(path, name, info, base, size) for name, info in header.items()}
+
+
+def header_table(path: Path) -> tuple[dict[str, Any], int, int]:
+    """The header's JSON object, where the data section starts, and the file size."""
+    fix = "re-export the model or copy the file again"
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            raw = handle.read(8)
+            if len(raw) < 8:
+                raise UsageError(f"{path}: not a safetensors file (too short); {fix}")
+            (length,) = struct.unpack("<Q", raw)
+            if length > min(MAX_HEADER, size - 8):
+                raise UsageError(f"{path}: not a safetensors file (bad header length); {fix}")
+            text = handle.read(length).decode("utf-8")
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read it ({exc.strerror}); {fix}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: the safetensors header is not UTF-8 text; {fix}") from None
+    try:
+        header = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path}: the safetensors header is not valid JSON ({exc.msg}); {fix}") from None
+    if not isinstance(header, dict):
+        raise UsageError(f"{path}: the safetensors header is {json_kind(header)}, not a JSON object; {fix}")
+    return header, 8 + length, size
+
+
+def header_entry(path: Path, name: str, info: Any, base: int, size: int) -> SourceTensor:
+    """One tensor's entry: a dtype, a shape of whole numbers, and a byte range that fits both."""
+    where = f"{path}: tensor {name}"
+    fix = "re-export the model or copy the file again"
+    if not isinstance(info, dict):
+        raise UsageError(f"{where}: its header entry is {json_kind(info)}, not an object; {fix}")
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if not isinstance(dtype, str):
+        raise UsageError(f"{where}: no dtype in the header; {fix}")
+    if dtype not in DTYPES:
+        raise UsageError(
+            f"{where} is {dtype}; only F32/F16/BF16 weights convert: merge or dequantize to a float model first"
+        )
+    if not isinstance(shape, list) or not all(is_whole(n) for n in shape):
+        raise UsageError(f"{where}: shape {json.dumps(shape)} is not a list of whole numbers; {fix}")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(is_whole(n) for n in offsets)):
+        raise UsageError(f"{where}: data_offsets {json.dumps(offsets)} is not two whole numbers; {fix}")
+    start, end = offsets
+    if end < start:
+        raise UsageError(f"{where}: data_offsets {offsets} end before they start; {fix}")
+    if base + end > size:
+        raise UsageError(f"{where}: ends {base + end - size} bytes past the end of the file (truncated?); {fix}")
+    nbytes = prod(shape) * DTYPES[dtype][1]
+    if end - start != nbytes:
+        raise UsageError(
+            f"{where}: shape {shape} of {dtype} is {nbytes} bytes, but its data_offsets span {end - start} bytes; {fix}"
+        )
+    return SourceTensor(name, path, dtype, tuple(shape), base + start, nbytes)
+
+
+def is_whole(value: Any) -> bool:
+    """A non-negative int (JSON's true/false are not sizes)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def read_index(model_dir: Path) -> dict[str, str] | None:
+    """The shard index's weight_map (tensor name -> shard file name), or None without an index."""
+    index = model_dir / INDEX_NAME
+    if not index.is_file():
+        return None
+    fix = "copy model.safetensors.index.json from the model again (or remove it for a single-file model)"
+    weight_map = mapping(read_json_object(index, fix), "weight_map", index, fix)
+    for name, shard in weight_map.items():
+        if not isinstance(shard, str) or not shard or Path(shard).name != shard:
+            raise UsageError(f"{index}: tensor {name} names shard {json.dumps(shard)}, not a file name; {fix}")
+    return weight_map
 
 
 def model_files(model_dir: Path) -> list[Path]:
     """The safetensors files of a model folder: the shards named by its index, or every *.safetensors."""
-    index = model_dir / INDEX_NAME
-    if index.is_file():
-        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map") or {}
+    weight_map = read_index(model_dir)
+    if weight_map is not None:
         names = sorted(set(weight_map.values()))
         missing = [n for n in names if not (model_dir / n).is_file()]
         if missing:
-            raise UsageError(f"{index}: shard {missing[0]} is missing; download or copy every shard")
+            raise UsageError(f"{model_dir / INDEX_NAME}: shard {missing[0]} is missing; download or copy every shard")
         return [model_dir / n for n in names]
     files = sorted(p for p in model_dir.glob("*.safetensors") if p.name != ADAPTER_WEIGHTS)
     if not files:
@@ -101,12 +156,12 @@ def index_model(model_dir: Path) -> dict[str, SourceTensor]:
     tensors: dict[str, SourceTensor] = {}
     for path in model_files(model_dir):
         tensors.update(read_header(path))
-    index = model_dir / INDEX_NAME
-    if index.is_file():
-        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map") or {}
-        absent = sorted(set(weight_map) - set(tensors))
-        if absent:
-            raise UsageError(f"{index}: tensor {absent[0]} is not in {weight_map[absent[0]]}; copy that shard again")
+    weight_map = read_index(model_dir) or {}
+    absent = sorted(set(weight_map) - set(tensors))
+    if absent:
+        raise UsageError(
+            f"{model_dir / INDEX_NAME}: tensor {absent[0]} is not in {weight_map[absent[0]]}; copy that shard again"
+        )
     return tensors
 
 

@@ -1,5 +1,6 @@
 """Writing a GGUF file: gguf's writer lays out the header, metadata and tensor table; the tensor data
-is then streamed in, chunk by chunk, under a temporary name that is renamed into place at the end.
+is then streamed in, chunk by chunk. Callers write into ``fsutil.atomic_path``'s temporary name, which
+is renamed into place at the end (and removed on failure, or by the next run after a kill -9).
 
 Work items (row chunks) are encoded on a small thread pool (numpy releases the GIL) and written in
 order; tensors whose bytes need no change are copied file-to-file by the kernel. Memory in flight is
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import OrchestratorError, StageError, UsageError
+from orchestrator.fsutil import stale_temps
 from orchestrator.gguf.plan import Part, PlannedTensor
 from orchestrator.gguf.source import MappedFiles, copy_range
 
@@ -31,30 +33,36 @@ DISK_MARGIN = 64 << 20
 WRITEBACK_EVERY = 256 << 20
 
 
-def partial_path(out_path: Path, tag: str = "partial") -> Path:
-    return out_path.with_name(f".{out_path.name}.{os.getpid()}.{tag}")
-
-
-@contextlib.contextmanager
-def atomic_output(out_path: Path) -> Iterator[Path]:
-    """A temporary path beside ``out_path``; renamed into place on success, removed on any failure."""
+def check_output(out_path: Path, inputs: list[Path]) -> None:
+    """Refuse, before any work, an output that is a folder, sits under a file, or is one of ``inputs``
+    (after symlinks and hard links): the rename at the end would replace that input with the GGUF."""
     if out_path.is_dir():
         raise UsageError(f"{out_path}: is a folder; give the .gguf file to write")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(out_path)
-    try:
-        yield tmp
-        os.replace(tmp, out_path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+    for parent in out_path.parents:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise UsageError(f"{out_path}: {parent} is a file, not a folder; choose another output path")
+            break
+    if out_path.exists():
+        for source in inputs:
+            with contextlib.suppress(OSError):
+                if os.path.samefile(out_path, source):
+                    raise UsageError(f"{out_path}: is the input {source}; write the GGUF to another file")
 
 
 def check_disk(out_path: Path, need: int) -> None:
-    """Refuse before writing when the output folder's disk cannot hold ``need`` bytes."""
-    folder = out_path.parent if out_path.parent.exists() else Path.cwd()
-    free = shutil.disk_usage(folder).free
+    """Refuse before writing when the output folder's disk cannot hold ``need`` bytes. Temporaries that
+    killed runs left beside the output count as free: they are removed before the write starts."""
+    folder = next((p for p in out_path.parents if p.is_dir()), Path.cwd())
+    usage = shutil.disk_usage(folder)
+    if usage.total == 0:
+        return  # a pseudo file system (/proc, /sys) reports no size; the write itself will say what is wrong
+    stale = 0
+    for path in stale_temps(out_path):
+        with contextlib.suppress(OSError):
+            info = path.stat()
+            stale += min(info.st_size, getattr(info, "st_blocks", info.st_size) * 512)
+    free = usage.free + stale
     if free < need + DISK_MARGIN:
         raise OrchestratorError(
             f"{out_path}: not enough disk space: needs {need / 1e9:.2f} GB, {free / 1e9:.2f} GB free on "

@@ -47,7 +47,7 @@ BLOCK_TYPES = tuple(t.name for t in TYPES if t.kind == "block")
 KQUANT_TYPES = tuple(t.name for t in TYPES if t.kind == "kquant")
 # K-quants Ollama makes itself at create time when llama-quantize is not installed.
 OLLAMA_KQUANTS = tuple(t.name for t in TYPES if t.kind == "kquant" and t.ollama_quantize)
-# What Ollama's create `quantize` accepts, in Ollama's spelling (q4_K_M).
+# What Ollama's create `quantize` accepts (ollama_quantize_name gives Ollama's spelling).
 OLLAMA_QUANTIZE = tuple(t.name for t in TYPES if t.ollama_quantize)
 ADAPTER_TYPES = tuple(t.name for t in TYPES if t.adapter)
 
@@ -72,7 +72,9 @@ def file_type_name(out_type: str) -> str:
 
 
 def ollama_quantize_name(out_type: str) -> str:
-    """The spelling Ollama's create ``quantize`` field uses: ``q4_k_m`` -> ``q4_K_M``."""
+    """The spelling Ollama's create ``quantize`` field uses: ``q4_k_m`` -> ``q4_K_M``, ``q8_0`` -> ``Q8_0``."""
+    if BY_NAME[out_type].kind != "kquant":
+        return out_type.upper()
     bits, _, rest = out_type.partition("_k")
     return f"{bits}_K{rest.upper()}"
 

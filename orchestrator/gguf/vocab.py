@@ -8,13 +8,13 @@ use are ``[PAD<id>]`` and UNUSED. The pre-tokenizer is recognised from its split
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import UsageError
+from orchestrator.gguf.jsonio import read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,7 @@ class Vocab:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path}: not valid JSON ({exc}); copy the file from the base model again") from exc
+    return read_json_object(path, "copy the file from the base model again")
 
 
 def load_vocab(model_dir: Path, n_vocab: int, chat_template: str | None = None) -> Vocab:
@@ -192,13 +189,27 @@ def folder_chat_template(model_dir: Path, tok_config: dict[str, Any]) -> tuple[s
         return template, "tokenizer_config.json"
     jinja = model_dir / "chat_template.jinja"
     if jinja.is_file():
-        return jinja.read_text(encoding="utf-8"), jinja.name
+        return read_template(jinja), jinja.name
     as_json = model_dir / "chat_template.json"
     if as_json.is_file():
         template = read_json(as_json).get("chat_template")
         if isinstance(template, str):
             return template, as_json.name
     return None, None
+
+
+def read_template(path: Path) -> str:
+    """A Jinja chat template file, refused when it is a folder or not UTF-8 text."""
+    if path.is_dir():
+        raise UsageError(f"{path}: is a folder; give the chat template file (Jinja text)")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such chat template file") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the chat template ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text, so not a Jinja chat template; give the template file") from None
 
 
 def add_vocab(writer: Any, vocab: Vocab) -> None:

@@ -30,11 +30,3 @@ def local_model(tmp_path) -> Path:
     model.mkdir()
     (model / "config.json").write_text(json.dumps({"architectures": ["Qwen3ForCausalLM"]}))
     return model
-
-
-def recipe_text(model: Path, name: str = "t", stages: str = "[data, train]", extra: str = "") -> str:
-    return (
-        f"name: {name}\nmodel: {{name_or_path: {model}, template: qwen3}}\nhardware: cpu\nstages: {stages}\n"
-        "data:\n  sources: [{type: file, path: data/samples/conversations.jsonl}]\n"
-        "train: {max_steps: 2, logging_steps: 1}\n" + extra
-    )

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import recipe_text
+from pipeline_support import recipe_text
 
 from orchestrator.cli import main
 from orchestrator.stages import data as data_stage

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
+import subprocess
+import sys
 from pathlib import Path
 from unittest import mock
 
@@ -140,3 +143,57 @@ def build_model(kind: str, dst: Path, tokenizer_src: Path, *, tied: bool = True,
 def copy_model(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+def edit_config(folder: Path, **changes) -> None:
+    path = folder / "config.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | changes))
+
+
+def write_safetensors_raw(path: Path, header: bytes, data: bytes = b"") -> None:
+    """A safetensors file with exactly this header text (however broken) followed by ``data``."""
+    path.write_bytes(struct.pack("<Q", len(header)) + header + data)
+
+
+def edit_safetensors(path: Path, edit) -> None:
+    """Let ``edit`` change the header table of a safetensors file in place; the data bytes stay as they are."""
+    raw = path.read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + length])
+    edit(header)
+    write_safetensors_raw(path, json.dumps(header).encode(), raw[8 + length :])
+
+
+def rewrite_gguf(src: Path, dst: Path, *, kv: dict | None = None, drop: tuple[str, ...] = ()) -> Path:
+    """Copy an F32 GGUF with gguf's own writer, changing metadata values (same value types) or dropping
+    tensors: the way to make a file whose tensors disagree with its metadata."""
+    import gguf
+
+    reader = read_gguf(src)
+    arch = field(reader, "general.architecture")
+    writer = gguf.GGUFWriter(dst, arch)
+    for key, f in reader.fields.items():
+        if key.startswith("GGUF.") or key in ("general.architecture", "general.alignment"):
+            continue
+        value = (kv or {}).get(key, f.contents())
+        writer.add_key_value(key, value, f.types[0], f.types[1] if len(f.types) > 1 else None)
+    for tensor in reader.tensors:
+        if tensor.name not in drop:
+            writer.add_tensor(tensor.name, np.array(tensor.data))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return dst
+
+
+def dead_pid() -> int:
+    """The id of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def leftovers(folder: Path) -> list[str]:
+    """GGUF files and hidden (temporary) files in ``folder``."""
+    return sorted(p.name for p in folder.iterdir() if p.suffix == ".gguf" or p.name.startswith("."))

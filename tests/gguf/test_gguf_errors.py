@@ -7,30 +7,9 @@ import shutil
 from collections import namedtuple
 
 import pytest
-from test_gguf_support import build_model
+from test_gguf_support import edit_config, leftovers
 
 from orchestrator.errors import OrchestratorError, UsageError
-
-
-@pytest.fixture(scope="module")
-def small_model(tiny_model, tmp_path_factory):
-    return build_model("qwen3", tmp_path_factory.mktemp("errors") / "small", tiny_model)
-
-
-@pytest.fixture
-def model_copy(small_model, tmp_path):
-    return shutil.copytree(small_model, tmp_path / "model")
-
-
-def edit_config(folder, **changes):
-    path = folder / "config.json"
-    config = json.loads(path.read_text())
-    config.update(changes)
-    path.write_text(json.dumps(config))
-
-
-def leftovers(folder) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.suffix == ".gguf" or p.name.startswith("."))
 
 
 def test_unknown_architecture_names_the_supported_ones(model_copy, tmp_path):

@@ -8,15 +8,7 @@ import stat
 import subprocess
 import sys
 
-import pytest
-from test_gguf_support import build_model
-
 from orchestrator.cli import main
-
-
-@pytest.fixture(scope="module")
-def small_model(tiny_model, tmp_path_factory):
-    return build_model("qwen3", tmp_path_factory.mktemp("cli") / "small", tiny_model)
 
 
 def test_help_imports_nothing_heavy():
