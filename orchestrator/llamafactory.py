@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,15 @@ def cli_path() -> str:
     return found
 
 
+def cli_argv(command: str, config_path: Path, *, float32_weights: bool = False) -> list[str]:
+    """The command line for ``llamafactory-cli COMMAND CONFIG``; with ``float32_weights`` (CPU runs) it
+    starts through ``orchestrator._lf_launch``, which loads a bf16 checkpoint's weights in float32."""
+    cli = cli_path()
+    if float32_weights and Path(cli) == Path(sys.executable).with_name("llamafactory-cli"):
+        return [sys.executable, "-m", "orchestrator._lf_launch", command, str(config_path)]
+    return [cli, command, str(config_path)]
+
+
 def subprocess_env(model_path: str, hw: Hardware, cache_dir: Path) -> dict[str, str]:
     """LLaMA-Factory's environment. The datasets library caches the tokenized conversations (people's
     private chats) as Arrow files: ``cache_dir`` keeps them inside the run folder, not in ~/.cache."""
@@ -153,25 +163,85 @@ def run_cli(
     trainer_log: Path | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     poll_seconds: float = 1.0,
+    float32_weights: bool = False,
+    on_phase: Callable[[str], None] | None = None,
 ) -> None:
     """Run ``llamafactory-cli <command> <config>``; raw output to ``log_path``; raise StageError on failure.
 
     A ``trainer_log`` left by an earlier run is removed first, so that only this run's steps are shown.
+    ``on_phase`` hears what LLaMA-Factory is doing before the first step (loading the model, reading
+    the data...) and, when nothing new happens for a while, that it is still at it.
     """
     if trainer_log is not None:
         trainer_log.unlink(missing_ok=True)
     seen = [0]
+    phases = PhaseFollower(log_path, on_phase)
 
     def poll() -> None:
+        steps = seen[0]
         seen[0] = _report(trainer_log, seen[0], on_progress)
+        phases.poll(progressed=seen[0] > steps)
 
-    argv = [cli_path(), command, str(config_path)]
+    argv = cli_argv(command, config_path, float32_weights=float32_weights)
     code = run_logged(argv, log_path, env=env, cwd=config_path.parent, poll=poll, poll_seconds=poll_seconds)
     if code != 0:
         raise StageError(
             f"llamafactory-cli {command} failed (exit {code}): "
             f"{' | '.join(error_lines(log_path))}\n  full log: {log_path}"
         )
+
+
+# What LLaMA-Factory 0.9.5 logs as it starts, and what to tell the user (the first match of each).
+PHASES = (
+    ("Loading dataset", "reading the dataset"),
+    ("Running tokenizer on dataset", "tokenizing the dataset"),
+    ("loading weights file", "loading the model weights"),
+    ("trainable params:", "model loaded; adding the LoRA adapter"),
+    ("***** Running training *****", "training started"),
+    ("Merged ", "adapter merged; saving the merged model"),
+)
+QUIET_SECONDS = 30.0
+
+
+class PhaseFollower:
+    """Reads a growing LLaMA-Factory log for the phases above; says "still ..." after a quiet spell."""
+
+    def __init__(self, log_path: Path, on_phase: Callable[[str], None] | None, quiet_s: float = QUIET_SECONDS):
+        self.log_path, self.on_phase, self.quiet_s = log_path, on_phase, quiet_s
+        self.offset = 0
+        self.seen: set[str] = set()
+        self.current = "starting LLaMA-Factory"
+        self.began = self.last = time.monotonic()
+
+    def poll(self, *, progressed: bool = False) -> None:
+        if self.on_phase is None:
+            return
+        now = time.monotonic()
+        if progressed:
+            self.last = now
+        for message in self._new_phases():
+            self.current, self.last = message, now
+            self.on_phase(message)
+        if now - self.last >= self.quiet_s:
+            self.last = now
+            self.on_phase(f"still {self.current.split(';')[-1].strip()} ({now - self.began:.0f} s in)")
+
+    def _new_phases(self) -> list[str]:
+        try:
+            with self.log_path.open("rb") as handle:
+                handle.seek(self.offset)
+                chunk = handle.read()
+        except OSError:
+            return []
+        cut = chunk.rfind(b"\n") + 1  # a half-written line is read next time
+        self.offset += cut
+        text = chunk[:cut].decode("utf-8", "replace")
+        found = []
+        for marker, message in PHASES:
+            if marker not in self.seen and marker in text:
+                self.seen.add(marker)
+                found.append((text.index(marker), message))
+        return [message for _, message in sorted(found)]
 
 
 def _report(trainer_log: Path | None, seen: int, on_progress: Callable[[Progress], None] | None) -> int:

@@ -12,6 +12,7 @@ import logging
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -52,22 +53,41 @@ def run_pipeline(ctx: RunContext, *, force: bool = False) -> RunResult:
             hardware=ctx.hardware.to_dict(),
         )
         selected = [stage for stage in PIPELINE if stage.NAME in ctx.recipe.stages]
-        _preflight(ctx, [s.NAME for s in selected if force or not ctx.manifest.is_current(s.NAME, s.fingerprint(ctx))])
+        # Packages are checked for the stages that look due now (the exact list is known only as they run).
+        due = [s.NAME for s in selected if force or not ctx.manifest.is_current(s.NAME, s.fingerprint(ctx))]
+        _preflight(ctx, due)
         for stage in selected:
             fp = stage.fingerprint(ctx)
-            if not force and ctx.manifest.is_current(stage.NAME, fp):
+            if not force and _current(ctx, stage, fp):
                 ctx.reporter.stage(stage.NAME, "skipped", "already done with the same inputs")
                 continue
             _run_stage(ctx, stage.NAME, fp)
     return RunResult(ctx.run_dir, ctx.manifest.path)
 
 
-def _preflight(ctx: RunContext, names: list[str]) -> None:
-    """What the stages about to run need, checked before the first one starts."""
-    from orchestrator.deps import require_for_stages
+def _current(ctx: RunContext, stage: Any, fp: str) -> bool:
+    """Done with the same inputs, its outputs in place, and (for a stage whose output lives elsewhere,
+    as a model in Ollama) that output checked by the stage's own ``still_current``."""
+    if not ctx.manifest.is_current(stage.NAME, fp):
+        return False
+    check = getattr(stage, "still_current", None)
+    return check is None or check(ctx, ctx.manifest.stage(stage.NAME))
+
+
+def missing_packages(ctx: RunContext, names: list[str] | None = None) -> list[OrchestratorError]:
+    """What the stages (default: all of the recipe's) need and this Python lacks, one error each."""
+    from orchestrator.deps import problems
     from orchestrator.recipe import TINY_MODEL
 
-    require_for_stages(names, tiny_model=ctx.recipe.model.name_or_path == TINY_MODEL)
+    stages = ctx.recipe.stages if names is None else names
+    return problems(stages, tiny_model=ctx.recipe.model.name_or_path == TINY_MODEL, method=ctx.recipe.method)
+
+
+def _preflight(ctx: RunContext, names: list[str]) -> None:
+    """What the stages about to run need, checked before the first one starts."""
+    found = missing_packages(ctx, names)
+    if found:
+        raise found[0]
 
 
 def _run_stage(ctx: RunContext, name: str, fp: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -20,7 +21,19 @@ from orchestrator.gguf.types import ADAPTER_TYPES, OUT_TYPES
 
 STAGES = ("data", "train", "merge", "gguf", "register")
 TINY_MODEL = "tiny-qwen3"
-SHIPPED_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+
+def _shipped_root() -> Path:
+    """Where the shipped recipes and sample data are: the checkout (an editable install), else the
+    ``share/ollama-qwen3-orchestrator`` folder a wheel installs beside the environment."""
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "recipes").is_dir():
+        return checkout
+    return Path(sys.prefix) / "share" / "ollama-qwen3-orchestrator"
+
+
+SHIPPED_ROOT = _shipped_root()
+SHIPPED_DIR = SHIPPED_ROOT / "recipes"
 DEFAULT_RECIPE = "quickstart"
 
 
@@ -215,7 +228,11 @@ def resolve_recipe_path(ref: str | Path | None) -> Path:
     if path.is_file():
         return path
     available = sorted(p.stem for p in SHIPPED_DIR.glob("*.yaml"))
-    raise RecipeError(ref, [f"no such recipe file; shipped recipes: {', '.join(available) or 'none'}"])
+    close = difflib.get_close_matches(path.stem, available, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    if path.is_dir():
+        raise RecipeError(ref, ["is a folder; give a recipe file (.yaml) or a shipped recipe's name"])
+    raise RecipeError(ref, [f"no such recipe file; {hint}shipped recipes: {', '.join(available) or 'none'}"])
 
 
 def load_recipe(ref: str | Path | None = None) -> tuple[Recipe, Path]:
@@ -231,7 +248,21 @@ def load_recipe(ref: str | Path | None = None) -> tuple[Recipe, Path]:
         raise RecipeError(str(path), [f"cannot read the file ({exc})"]) from exc
     if not isinstance(data, dict):
         raise RecipeError(str(path), ["the recipe must be a mapping of keys (name, model, data, ...)"])
-    return validate_recipe(data, str(path)), path
+    recipe = validate_recipe(data, str(path))
+    if path.resolve().parent == SHIPPED_DIR.resolve():
+        _find_shipped_data(recipe)
+    return recipe, path
+
+
+def _find_shipped_data(recipe: Recipe) -> None:
+    """A shipped recipe's sample data is found wherever the run starts: a relative file source that is
+    not in the working folder but is shipped (``data/samples/...``) is read from where it was installed."""
+    for source in recipe.data.sources:
+        path = Path(source.path)
+        if source.type == "file" and not path.is_absolute() and not path.exists():
+            shipped = SHIPPED_ROOT / path
+            if shipped.is_file():
+                source.path = str(shipped)
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -147,22 +147,39 @@ def open_run(
     hardware: Hardware | None = None,
     *,
     until: str | None = None,
+    start: str | None = None,
+    only: str | None = None,
     assume_hardware: bool = False,
 ) -> RunContext:
-    """Load the recipe (its stages cut after ``until`` when given) and resolve the hardware; with
-    ``assume_hardware`` (a dry run) a GPU the recipe names but this machine lacks is assumed present."""
+    """Load the recipe and resolve the hardware. Its stages are cut to those from ``start`` up to
+    ``until`` (or to ``only``); with ``assume_hardware`` (a dry run) a GPU the recipe names but this
+    machine lacks is assumed present."""
     from orchestrator import hardware as hw_module
 
     recipe, path = load_recipe(recipe_ref)
-    if until:
-        kept = [s for s in recipe.stages if STAGES.index(s) <= STAGES.index(until)]
-        if not kept:
-            raise UsageError(f"--until {until}: {path} has no stage up to {until} (its stages: {recipe.stages})")
-        recipe.stages = kept
+    recipe.stages = select_stages(recipe.stages, path, until=until, start=start, only=only)
     hw = hardware or hw_module.resolve(recipe.hardware, assume=assume_hardware)
     check_fit(recipe, hw, path)
     manifest = Manifest(recipe.run_dir.resolve() / "manifest.json")
     return RunContext(recipe, path, hw, reporter or LogReporter(), manifest)
+
+
+def select_stages(
+    stages: list[str], path: Path, *, until: str | None = None, start: str | None = None, only: str | None = None
+) -> list[str]:
+    """The recipe's stages from ``start`` up to ``until``, or just ``only``; UsageError when none is left."""
+    first, last = (only, only) if only else (start, until)
+    kept = [
+        s
+        for s in stages
+        if (not first or STAGES.index(s) >= STAGES.index(first)) and (not last or STAGES.index(s) <= STAGES.index(last))
+    ]
+    if not kept or (only and only not in stages):
+        asked = (
+            f"--only {only}" if only else " ".join(f"--{k} {v}" for k, v in (("from", start), ("until", until)) if v)
+        )
+        raise UsageError(f"{asked}: {path} has no such stage to run (its stages: {', '.join(stages)})")
+    return kept
 
 
 def check_fit(recipe: Recipe, hw: Hardware, path: Path) -> None:

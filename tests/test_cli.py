@@ -33,7 +33,8 @@ def test_dry_run_prints_the_llamafactory_yaml_and_writes_nothing(workdir, capsys
     import yaml
 
     assert main(["run", "quickstart", "--dry-run"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "weights are loaded in float32" in err  # the dtype the CPU trains in
     train_text = out.split("# ")[1].split("\n", 1)[1]
     export_text = out.split("# ")[2].split("\n", 1)[1]
     train, export = yaml.safe_load(train_text), yaml.safe_load(export_text)

@@ -45,7 +45,11 @@ def check_training(run: Path) -> None:
 def test_quickstart_then_register_after_ollama_comes_up(workdir, capsys):
     # 1. The README's quickstart: data -> train -> merge -> gguf, no Ollama needed.
     assert main(["run", "quickstart"]) == 0
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert "training:     20 logged steps, loss " in out and f"adapter:      {workdir}" in out
+    assert "loss plot:" in out and "training_loss.png" in out
+    assert "loading the model weights" in err and "training started" in err  # said before the first step
+    assert "weights are loaded in float32" in err
     run = workdir / "llama_factory_data" / "runs" / "quickstart"
     assert "step 20/20" in err and "merge  done" in err and "gguf   done" in err
     assert "Traceback" not in err  # LLaMA-Factory's raw output went to the log, not the terminal
@@ -83,6 +87,12 @@ def test_quickstart_then_register_after_ollama_comes_up(workdir, capsys):
         # A rerun with nothing changed redoes nothing at all.
         assert main(["run", str(recipe)]) == 0
         assert capsys.readouterr().err.count("skipped") == 5
+        # The model was deleted in Ollama: the register stage is not current any more, and only it runs.
+        del ollama.models["quickstart-qwen3-tiny:latest"]
+        assert main(["run", str(recipe)]) == 0
+        err = capsys.readouterr().err
+        assert "no longer in Ollama" in err and err.count("skipped") == 4 and "register done" in err
+        assert "quickstart-qwen3-tiny:latest" in ollama.models
 
 
 def test_failed_llamafactory_run_shows_its_error_and_log(workdir, capsys):

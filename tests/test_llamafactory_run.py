@@ -26,3 +26,23 @@ def test_error_lines_pick_the_exception_over_progress_noise(tmp_path):
     plain.write_text("a\nb\nKilled\n")
     assert lf.error_lines(plain) == ["Killed"]
     assert lf.error_lines(tmp_path / "none.log") == ["(no log was written)"]
+
+
+def test_phases_before_the_first_step_are_reported_once_and_a_quiet_spell_says_still(tmp_path):
+    import time
+
+    log = tmp_path / "train.log"
+    log.write_text("[INFO] Loading dataset quickstart.jsonl...\n[INFO] loading weights fi")
+    heard = []
+    follower = lf.PhaseFollower(log, heard.append, quiet_s=0.2)
+    follower.poll()
+    assert heard == ["reading the dataset"]  # the half-written line waits
+    with log.open("a") as handle:
+        handle.write("le model.safetensors\n[INFO] Loading dataset again\n")
+    follower.poll()
+    assert heard == ["reading the dataset", "loading the model weights"]
+    time.sleep(0.25)
+    follower.poll()
+    assert heard[-1].startswith("still loading the model weights (") and len(heard) == 3
+    follower.poll(progressed=True)
+    assert len(heard) == 3

@@ -27,6 +27,8 @@ def test_name_resolves_to_shipped_recipe_first():
     assert resolve_recipe_path(None) == SHIPPED_DIR / "quickstart.yaml"
     with pytest.raises(RecipeError, match="shipped recipes: .*quickstart"):
         resolve_recipe_path("no-such-recipe")
+    with pytest.raises(RecipeError, match="no such recipe file; did you mean 'quickstart'"):
+        resolve_recipe_path("quickstar")
 
 
 def test_every_problem_is_listed_at_once(tmp_path):
@@ -182,3 +184,45 @@ def test_qlora_on_cpu_is_refused_when_the_recipe_is_resolved(capsys):
 
     with pytest.raises(Exception, match="qlora needs a GPU .* this run is on the CPU"):
         open_run("qwen3-8b-qlora-cuda", hardware=Hardware("cpu"))
+
+
+def test_a_shipped_recipe_finds_its_sample_data_from_any_folder(tmp_path, monkeypatch):
+    from orchestrator.recipe import SHIPPED_ROOT
+
+    monkeypatch.chdir(tmp_path)  # no data/ here
+    recipe, _ = load_recipe("quickstart")
+    assert Path(recipe.data.sources[0].path) == SHIPPED_ROOT / "data" / "samples" / "conversations.jsonl"
+    (tmp_path / "data" / "samples").mkdir(parents=True)
+    (tmp_path / "data" / "samples" / "conversations.jsonl").write_text("{}\n")
+    assert load_recipe("quickstart")[0].data.sources[0].path == "data/samples/conversations.jsonl"  # yours wins
+
+
+def test_the_wheel_ships_the_recipes_and_samples(tmp_path):
+    import subprocess
+    import sys
+    import zipfile
+
+    from repo_paths import REPO
+
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    share = [n.split(".data/data/", 1)[1] for n in names if ".data/data/" in n]
+    expected = {f"share/ollama-qwen3-orchestrator/recipes/{p.name}" for p in SHIPPED}
+    expected.add("share/ollama-qwen3-orchestrator/data/samples/conversations.jsonl")
+    assert set(share) == expected

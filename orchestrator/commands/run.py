@@ -16,10 +16,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--dry-run", action="store_true", help="print the LLaMA-Factory YAML and run nothing")
     p.add_argument("--force", action="store_true", help="rerun every stage, even those already done")
+    stages = ("data", "train", "merge", "gguf", "register")
     p.add_argument(
-        "--until",
-        choices=("data", "train", "merge", "gguf", "register"),
-        help="stop after this stage (e.g. --until gguf where no Ollama runs, as on Colab)",
+        "--until", choices=stages, help="stop after this stage (e.g. --until gguf where no Ollama runs, as on Colab)"
+    )
+    p.add_argument(
+        "--from",
+        dest="start",
+        choices=stages,
+        metavar="STAGE",
+        help="redo this stage and the ones after it, even if done (e.g. --from gguf: convert and register again)",
+    )
+    p.add_argument(
+        "--only", choices=stages, metavar="STAGE", help="redo this one stage, even if done (e.g. --only register)"
     )
     p.set_defaults(handler=handle)
 
@@ -30,15 +39,27 @@ def handle(args: argparse.Namespace) -> int:
     from orchestrator.run import open_run
 
     reporter = ConsoleReporter()
-    ctx = open_run(args.recipe, reporter, until=args.until, assume_hardware=args.dry_run)
+    if args.only and (args.start or args.until):
+        from orchestrator.errors import UsageError
+
+        raise UsageError("--only runs one stage; it does not go with --from or --until")
+    ctx = open_run(
+        args.recipe, reporter, until=args.until, start=args.start, only=args.only, assume_hardware=args.dry_run
+    )
     if args.dry_run:
         for name, text in pipeline.dry_run(ctx).items():
             print(f"# {ctx.run_dir / name}")
             print(text)
+        if ctx.hardware.backend == "cpu" and "train" in ctx.recipe.stages:
+            from orchestrator.stages.train import CPU_WEIGHTS
+
+            reporter.info(CPU_WEIGHTS)
+        for problem in pipeline.missing_packages(ctx):
+            reporter.info(f"warning: {problem}")
         return 0
     reporter.info(f"recipe {ctx.recipe_path} -> {ctx.run_dir} on {ctx.hardware.describe()}")
     try:
-        result = pipeline.run_pipeline(ctx, force=args.force)
+        result = pipeline.run_pipeline(ctx, force=bool(args.force or args.start or args.only))
     finally:
         reporter.close()
     print(f"run finished: {result.run_dir} (manifest: {result.manifest})")
@@ -51,6 +72,16 @@ def summary(ctx) -> list[str]:
     """What the run produced, and the next command when it stopped short of Ollama."""
     stages = ctx.manifest.data["stages"]
     lines = []
+    train = stages.get("train", {})
+    if "train" in ctx.recipe.stages and train.get("status") == "done":
+        details = train.get("details", {})
+        first, last = details.get("first_loss"), details.get("last_loss")
+        if first is not None and last is not None:
+            lines.append(f"training:     {details.get('steps')} logged steps, loss {first:.4f} -> {last:.4f}")
+        lines.append(f"adapter:      {ctx.adapter_dir}")
+        plot = ctx.adapter_dir / "training_loss.png"
+        if plot.is_file():
+            lines.append(f"loss plot:    {plot}")
     if "merge" in ctx.recipe.stages and ctx.merged_dir.is_dir():
         lines.append(f"merged model: {ctx.merged_dir}")
     gguf = stages.get("gguf", {}).get("outputs", {}).get("gguf")

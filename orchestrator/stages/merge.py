@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,13 @@ class MergeResult:
         return {"shards": self.shards, "bytes": self.bytes}
 
 
-def merge(config: dict[str, Any], run_dir: Path, *, env: dict[str, str] | None = None) -> MergeResult:
+def merge(
+    config: dict[str, Any],
+    run_dir: Path,
+    *,
+    env: dict[str, str] | None = None,
+    on_phase: Callable[[str], None] | None = None,
+) -> MergeResult:
     """Write ``run_dir/export.yaml`` from ``config`` (a LLaMA-Factory export config: the adapter goes
     onto ``model_name_or_path`` into ``export_dir``) and run ``llamafactory-cli export``."""
     run_dir = Path(run_dir)
@@ -38,7 +45,7 @@ def merge(config: dict[str, Any], run_dir: Path, *, env: dict[str, str] | None =
     config_path = write_yaml(run_dir / "export.yaml", config)
     log_path = run_dir / "logs" / "export.log"
     merged = Path(config["export_dir"])
-    lf.run_cli("export", config_path, log_path, env=env or {})
+    lf.run_cli("export", config_path, log_path, env=env or {}, on_phase=on_phase)
     shards = sorted(p.name for p in merged.glob("*.safetensors"))
     if not shards:
         raise StageError(f"llamafactory-cli export wrote no safetensors in {merged}; see {log_path}")
@@ -63,7 +70,7 @@ def run(run: RunContext) -> StageResult:
     run.ensure_model()
     run.reporter.info(f"merging the adapter onto {run.model_path}")
     env = lf.subprocess_env(run.model_path, run.hardware, run.cache_dir)
-    result = merge(config(run), run.run_dir, env=env)
+    result = merge(config(run), run.run_dir, env=env, on_phase=run.reporter.info)
     return StageResult(
         inputs={"export_config": str(result.config_path), "adapter": str(run.adapter_dir)},
         outputs={"merged": str(result.merged_dir), "log": str(result.log_path)},

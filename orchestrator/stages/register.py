@@ -48,7 +48,43 @@ def run(run: RunContext) -> StageResult:
     )
     run.reporter.info(f"registered {result.name} at {result.host}")
     details = {k: v for k, v in result.to_dict().items() if k != "modelfile"}
+    details["model_digest"] = registered_digest(spec.host, result.name)
     return StageResult(inputs={"gguf": str(path)}, outputs={"modelfile": str(result.modelfile)}, details=details)
+
+
+def registered_digest(host: str | None, name: str) -> str | None:
+    """The digest Ollama lists for model ``name`` (``GET /api/tags``), or None when it has no such model."""
+    from orchestrator.ollama.client import OllamaClient
+    from orchestrator.ollama.names import parse_model_name
+
+    wanted = str(parse_model_name(name)).lower()
+    with OllamaClient(host, retries=0) as client:
+        for model in client.tags():
+            listed = str(model.get("name") or model.get("model") or "")
+            if str(parse_model_name(listed)).lower() == wanted:
+                return model.get("digest")
+    return None
+
+
+def still_current(run: RunContext, entry: dict[str, Any]) -> bool:
+    """The model lives in Ollama, not in the run folder: a finished registration counts only while Ollama
+    still lists that model with the digest it had (it may have been deleted, or the host changed)."""
+    from orchestrator.errors import OrchestratorError
+    from orchestrator.ollama.spec import ServeSpec
+
+    details = entry.get("details", {})
+    name = details.get("name") or run.ollama_name
+    host = ServeSpec.from_recipe(run.recipe, gguf_details=run.manifest.stage("gguf").get("details")).host
+    try:
+        digest = registered_digest(host, name)
+    except OrchestratorError as exc:
+        run.reporter.info(f"cannot check that {name} is still in Ollama ({str(exc).splitlines()[0]})")
+        return False
+    if digest is None:
+        run.reporter.info(f"{name} is no longer in Ollama; registering it again")
+    elif digest != details.get("model_digest"):
+        run.reporter.info(f"{name} changed in Ollama since it was registered; registering it again")
+    return digest is not None and digest == details.get("model_digest")
 
 
 def _progress(run: RunContext, event: Any) -> None:

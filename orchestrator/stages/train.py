@@ -19,6 +19,7 @@ from orchestrator.manifest import fingerprint as _fingerprint
 from orchestrator.run import Progress, RunContext, StageResult
 
 NAME = "train"
+CPU_WEIGHTS = "the CPU trains fastest in float32: the base model's weights are loaded in float32"
 ADAPTER_FILE = "adapter_model.safetensors"
 
 
@@ -46,16 +47,28 @@ def train(
     *,
     env: dict[str, str] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    float32_weights: bool = False,
+    on_phase: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Write ``run_dir/train.yaml`` from ``config`` (a LLaMA-Factory train config: ``output_dir`` is where
     the adapter goes), run ``llamafactory-cli train`` with its output in ``run_dir/logs/train.log``, and
-    check what it wrote: an adapter, and finite losses and weights."""
+    check what it wrote: an adapter, and finite losses and weights. ``float32_weights`` (for CPU runs)
+    loads the base model's weights in float32 whatever the checkpoint's dtype."""
     run_dir = Path(run_dir)
     config_path = write_yaml(run_dir / "train.yaml", config)
     adapter_dir = Path(config["output_dir"])
     log_path = run_dir / "logs" / "train.log"
     trainer_log = adapter_dir / "trainer_log.jsonl"
-    lf.run_cli("train", config_path, log_path, env=env or {}, trainer_log=trainer_log, on_progress=on_progress)
+    lf.run_cli(
+        "train",
+        config_path,
+        log_path,
+        env=env or {},
+        trainer_log=trainer_log,
+        on_progress=on_progress,
+        float32_weights=float32_weights,
+        on_phase=on_phase,
+    )
     if not (adapter_dir / ADAPTER_FILE).is_file():
         raise StageError(f"llamafactory-cli train finished but wrote no adapter in {adapter_dir}; see {log_path}")
     losses = [r["loss"] for r in lf.read_trainer_log(trainer_log) if isinstance(r.get("loss"), (int, float))]
@@ -136,9 +149,19 @@ def run(run: RunContext) -> StageResult:
     _check_dataset_registered(run)
     log_path = run.logs_dir / "train.log"
     run.reporter.info(f"training on {run.hardware.describe()}; LLaMA-Factory's output goes to {log_path}")
+    float32 = run.hardware.backend == "cpu"
+    if float32:
+        run.reporter.info(CPU_WEIGHTS)
     env = lf.subprocess_env(run.model_path, run.hardware, run.cache_dir)
     try:
-        result = train(config(run), run.run_dir, env=env, on_progress=run.reporter.progress)
+        result = train(
+            config(run),
+            run.run_dir,
+            env=env,
+            on_progress=run.reporter.progress,
+            float32_weights=float32,
+            on_phase=run.reporter.info,
+        )
     finally:
         _drop_cache(run)
     if result.examples_skipped:

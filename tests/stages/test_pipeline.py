@@ -132,3 +132,42 @@ def test_without_torch_a_run_says_which_extra_to_install(workdir, local_model):
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     assert "the train stage needs the Python package 'torch'" in done.stderr and ".[train]" in done.stderr
+
+
+def hide_module(monkeypatch, hidden: str) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == hidden else real(name, *a))
+
+
+def test_the_dry_run_warns_of_a_missing_package_and_the_run_refuses(workdir, local_model, capsys, monkeypatch):
+    hide_module(monkeypatch, "bitsandbytes")
+    assert main(["run", "qwen3-8b-qlora-cuda", "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: method: qlora needs the Python package 'bitsandbytes'" in err and ".[train]" in err
+    recipe = recipe_text(local_model).replace("hardware: cpu", "hardware: cpu\nmethod: qlora")
+    from orchestrator.hardware import Hardware
+    from orchestrator.pipeline import run_pipeline
+    from orchestrator.run import open_run
+
+    ctx = open_run(write_recipe(workdir, recipe), hardware=Hardware("cuda", ["GPU"], [24.0], bf16=True))
+    with pytest.raises(Exception, match="method: qlora needs the Python package 'bitsandbytes'"):
+        run_pipeline(ctx)
+    assert not (workdir / "data" / "t.jsonl").exists()  # refused before the first stage
+
+
+def test_only_and_from_redo_stages_without_the_ones_before(workdir, fake_cli, local_model, capsys):
+    recipe = write_recipe(workdir, recipe_text(local_model))
+    assert main(["run", recipe]) == 0
+    capsys.readouterr()
+    assert main(["run", recipe]) == 0
+    assert capsys.readouterr().err.count("skipped") == 2  # nothing changed: nothing redone
+    assert main(["run", recipe, "--only", "train"]) == 0
+    err = capsys.readouterr().err
+    assert "train  started" in err and "data " not in err
+    assert main(["run", recipe, "--from", "data"]) == 0
+    err = capsys.readouterr().err
+    assert "data   started" in err and "train  started" in err
+    assert main(["run", recipe, "--only", "merge"]) == 2
+    assert "--only merge" in capsys.readouterr().err
