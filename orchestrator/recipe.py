@@ -29,6 +29,16 @@ def _shipped_root() -> Path:
     checkout = Path(__file__).resolve().parent.parent
     if (checkout / "recipes").is_dir():
         return checkout
+    # pip may put a wheel's data files under another prefix than sys.prefix (Debian's Python, as on
+    # Colab, uses /usr/local): the installed files' record says where they are.
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        for file in distribution("ollama-qwen3-orchestrator").files or ():
+            if file.name == "quickstart.yaml" and file.parent.name == "recipes":
+                return Path(file.locate()).resolve().parent.parent
+    except PackageNotFoundError:
+        pass
     return Path(sys.prefix) / "share" / "ollama-qwen3-orchestrator"
 
 

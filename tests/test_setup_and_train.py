@@ -1,14 +1,12 @@
-"""setup_and_train.py (the one-command install + run) and the Colab notebook that calls it."""
+"""setup_and_train.py: the one-command install + run (the Colab notebook is tests/test_colab.py's)."""
 
 import importlib.util
-import json
 import sys
 
 import pytest
 from repo_paths import REPO
 
 from orchestrator.cli import main as cli_main
-from orchestrator.recipe import resolve_recipe_path
 
 
 @pytest.fixture
@@ -67,12 +65,3 @@ def test_until_cuts_the_stages_and_a_gpu_recipe_dry_runs_on_this_cpu(workdir, ca
     assert cli_main(["run", "qwen3-4b-lora-cuda", "--until", "train"]) == 2  # a real run needs the GPU
     assert "hardware: cuda was asked for" in capsys.readouterr().err
 
-
-def test_colab_notebook_calls_the_script_with_a_shipped_recipe():
-    notebook = json.loads((REPO / "colab" / "setup_and_train.ipynb").read_text())
-    assert notebook["nbformat"] == 4
-    code = ["".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code"]
-    run = next(c for c in code if "setup_and_train.py" in c)
-    recipe = run.split('RECIPE = "')[1].split('"')[0]
-    assert resolve_recipe_path(recipe).is_file()
-    assert "--until gguf" in run

@@ -11,18 +11,26 @@ Public API (importing this package is cheap: numpy and gguf load when a function
 
 from __future__ import annotations
 
-from orchestrator.gguf.adapter import convert_adapter
-from orchestrator.gguf.convert import convert_model
-from orchestrator.gguf.header import GGUFHeader, read_gguf_header
-from orchestrator.gguf.inspect import inspect_gguf
-from orchestrator.gguf.types import OUT_TYPES, ConvertResult
+import importlib
+from typing import Any
 
-__all__ = [
-    "OUT_TYPES",
-    "ConvertResult",
-    "GGUFHeader",
-    "convert_adapter",
-    "convert_model",
-    "inspect_gguf",
-    "read_gguf_header",
-]
+# public name -> module; loaded on first use, so that importing a light submodule (types, header) or
+# building the CLI's help does not load the converter and numpy.
+_EXPORTS = {
+    "convert_adapter": "orchestrator.gguf.adapter",
+    "convert_model": "orchestrator.gguf.convert",
+    "GGUFHeader": "orchestrator.gguf.header",
+    "read_gguf_header": "orchestrator.gguf.header",
+    "inspect_gguf": "orchestrator.gguf.inspect",
+    "OUT_TYPES": "orchestrator.gguf.types",
+    "ConvertResult": "orchestrator.gguf.types",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'orchestrator.gguf' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
