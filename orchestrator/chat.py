@@ -22,7 +22,17 @@ from orchestrator.ollama.client import OllamaClient
 
 log = logging.getLogger(__name__)
 
+# Ollama's ``think``: a bool, or one of these levels (api/types.go ThinkValue; reference/ollama-api.md).
+THINK_LEVELS = ("high", "medium", "low")
+
 Callback = Callable[[str], object]
+
+
+def check_think(think: bool | str | None) -> bool | str | None:
+    """``think`` as Ollama takes it: None (the model decides), True, False or a level; else a UsageError."""
+    if think is None or isinstance(think, bool) or think in THINK_LEVELS:
+        return think
+    raise UsageError(f"think must be true, false, 'high', 'medium' or 'low', not {think!r}")
 
 
 class OllamaChat:
@@ -55,6 +65,7 @@ class OllamaChat:
         title: str | None = None,
         client: OllamaClient | None = None,
     ):
+        check_think(think)
         self._owns_store = not isinstance(db, MemoryStore)
         self.store = db if isinstance(db, MemoryStore) else MemoryStore(DEFAULT_DB if db is None else db)
         self._owns_client = client is None

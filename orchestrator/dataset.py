@@ -32,6 +32,7 @@ from orchestrator.conversations import (
 )
 from orchestrator.errors import UsageError
 from orchestrator.fsutil import atomic_path, file_lock, write_json
+from orchestrator.text import counted
 
 THINK_OPEN, THINK_CLOSE = "<think>\n", "\n</think>\n\n"
 # Several tool results in a row become one observation turn; LLaMA-Factory wraps the observation in
@@ -83,14 +84,16 @@ class ExportReport:
     def lines(self) -> list[str]:
         """The report as human-readable lines."""
         skipped = sum(self.skipped.values())
-        out = [f"dataset {self.name}: {self.read} conversations read, {self.written} written, {skipped} skipped"]
+        read = counted(self.read, "conversation")
+        out = [f"dataset {self.name}: {read} read, {self.written} written, {skipped} skipped"]
         for reason, count in self.skipped.most_common():
             out.append(f"  skipped {count:>5}  {reason} (e.g. {', '.join(self.examples.get(reason, []))})")
         for kind, count in self.repaired.most_common():
             out.append(f"  repaired {count:>4}  {kind}")
         if self.long_messages:
             out.append(
-                f"  note: {self.long_messages} conversations hold a message over {LONG_MESSAGE_CHARS:,} "
+                f"  note: {counted(self.long_messages, 'conversation')} "
+                f"{'holds' if self.long_messages == 1 else 'hold'} a message over {LONG_MESSAGE_CHARS:,} "
                 "characters; LLaMA-Factory cuts each example at cutoff_len tokens"
             )
         if self.dataset_path:
@@ -292,10 +295,7 @@ def export_dataset(
                 handle.flush()
                 os.fsync(handle.fileno())
             if report.written == 0:
-                raise UsageError(
-                    f"dataset {name}: none of the {report.read} conversations read can be trained on "
-                    f"({_reasons(report)}); nothing was written"
-                )
+                raise UsageError(_nothing_written(name, report))
             # Exports into one folder read, change and write dataset_info.json one at a time, so none loses
             # another's entry; held until it is written. The lock file stays (removing it would race).
             locked.enter_context(file_lock(dataset_dir / LOCK_FILE, what=str(info_path)))
@@ -343,6 +343,13 @@ def _record_line(item: Conversation, keep_thinking: bool) -> tuple[bytes, list[M
         raise Skip("text that is not valid Unicode (a lone surrogate)") from None
     except (TypeError, ValueError, RecursionError):
         raise Skip("values that are not JSON data") from None
+
+
+def _nothing_written(name: str, report: ExportReport) -> str:
+    which = (
+        "the 1 conversation read cannot" if report.read == 1 else f"none of the {report.read} conversations read can"
+    )
+    return f"dataset {name}: {which} be trained on ({_reasons(report)}); nothing was written"
 
 
 def _reasons(report: ExportReport) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from orchestrator.text import human_size
+
 
 class ConsoleReporter:
     def __init__(self, console: Any = None) -> None:
@@ -46,7 +48,7 @@ class ConsoleReporter:
         quarter = 4 * done // total
         if quarter > self._quarter:
             self._quarter = quarter
-            self.console.print(f"  {label} {_size(done)} / {_size(total)} ({100 * done / total:.0f}%)")
+            self.console.print(f"  {label} {human_size(done)} / {human_size(total)} ({100 * done / total:.0f}%)")
 
     def info(self, message: str) -> None:
         self.close()
@@ -86,11 +88,3 @@ class ConsoleReporter:
         self._bar.update(self._task, completed=done)
         if done >= total:
             self.close()
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"

@@ -874,11 +874,13 @@ def write_gguf(
     size_bytes: int = 4096,
     skip_keys: tuple[str, ...] = (),
     chat_template: str | None = None,
+    strings: dict[str, str] | None = None,
 ) -> Path:
     """A small GGUF written with gguf.GGUFWriter: a qwen3 model header (or a LoRA adapter) and tiny tensors.
 
     ``file_type`` names a ``gguf.LlamaFileType`` (None leaves general.file_type out); ``size_bytes`` sizes
-    one f16 tensor so uploads can span several chunks; ``skip_keys`` leaves qwen3.* keys out.
+    one f16 tensor so uploads can span several chunks; ``skip_keys`` leaves qwen3.* keys out; ``strings``
+    adds string metadata keys (``{"orchestrator.quantize_to": "q4_K_M"}``).
     """
     import gguf
     import numpy as np
@@ -890,6 +892,8 @@ def write_gguf(
     writer.add_name("tiny-qwen3-test")
     if file_type is not None:
         writer.add_file_type(int(gguf.LlamaFileType[file_type]))
+    for key, text in (strings or {}).items():
+        writer.add_string(key, text)
     if adapter:
         writer.add_string("adapter.type", "lora")
         writer.add_float32("adapter.lora.alpha", 16.0)

@@ -34,9 +34,16 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--system", metavar="TEXT", help="system prompt, recorded as the first turn of a new session")
     parser.add_argument(
         "--think",
-        action=argparse.BooleanOptionalAction,
+        nargs="?",
+        const=True,
         default=None,
-        help="ask the model to think first, or (--no-think) to answer directly (default: the model decides)",
+        type=think_value,
+        metavar="LEVEL",
+        help="ask the model to think first: true (the same as --think alone), false, or a level: high, "
+        "medium, low (default: the model decides)",
+    )
+    parser.add_argument(
+        "--no-think", dest="think", action="store_const", const=False, help="answer directly (--think false)"
     )
     parser.add_argument(
         "--show-thinking",
@@ -48,13 +55,26 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(handler=run)
 
 
+def think_value(text: str) -> bool | str:
+    """``--think`` LEVEL as Ollama's ``think`` takes it: a bool for true/false, else the level's name."""
+    from orchestrator.chat import THINK_LEVELS
+
+    value = text.strip().lower()
+    if value in ("true", "false"):
+        return value == "true"
+    if value in THINK_LEVELS:
+        return value
+    raise argparse.ArgumentTypeError(f"{text!r} is not a thinking level; use true, false, high, medium or low")
+
+
 def run(args: argparse.Namespace) -> int:
     from orchestrator.chat import OllamaChat
 
     show = sys.stdout.isatty() if args.show_thinking is None else args.show_thinking
     printer = _Printer(sys.stdout, show_thinking=show, color=_use_color(sys.stdout))
     with OllamaChat(args.model, args.session, host=args.host, db=args.db, system=args.system, think=args.think) as chat:
-        state = f"resumed, {len(chat.history)} turns" if chat.resumed else "new"
+        turns = len(chat.history)
+        state = f"resumed, {turns} turn{'' if turns == 1 else 's'}" if chat.resumed else "new"
         print(f"session {chat.session_id} ({state}) · {chat.model} · {chat.client.base_url}", file=sys.stderr)
         if args.message is not None:
             _turn(chat, args.message, printer)

@@ -24,14 +24,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     export.set_defaults(handler=handle_export)
 
 
+# What this command adds to a source's own error: the options that name another source.
+OPTIONS_HINT = "or export another store (--db PATH) or a file of conversations (--file PATH)"
+
+
 def handle_export(args: argparse.Namespace) -> int:
     from orchestrator.dataset import export_dataset
+    from orchestrator.errors import UsageError
     from orchestrator.recipe import FileSource, MemorySource
-    from orchestrator.sources import read_sources
+    from orchestrator.sources import MissingSource, read_sources
 
     dbs = args.db or ([] if args.file else ["data/ollama_memory.db"])
     specs = [MemorySource(type="memory", path=db, sessions=args.session) for db in dbs]
     specs += [FileSource(type="file", path=f) for f in args.file]
-    report = export_dataset(read_sources(specs), args.name, args.dataset_dir, keep_thinking=not args.no_thinking)
+    try:
+        report = export_dataset(
+            read_sources(specs, recipe_keys=False), args.name, args.dataset_dir, keep_thinking=not args.no_thinking
+        )
+    except MissingSource as exc:
+        raise UsageError(f"{exc}, {OPTIONS_HINT}") from exc
     print("\n".join(report.lines()))
     return 0

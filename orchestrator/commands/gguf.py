@@ -16,7 +16,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "convert",
         help="a merged safetensors model (or, with --adapter, a PEFT LoRA adapter) -> one GGUF file",
         description="Qwen3, Qwen3-MoE, Qwen2/2.5 and Llama; no llama.cpp needed except for K-quants, which use "
-        "llama-quantize when found (PATH or LLAMA_CPP_DIR) or else leave Q4_K_M/Q4_K_S to Ollama.",
+        "llama-quantize when found (PATH or LLAMA_CPP_DIR) or else leave Q4_K_M/Q4_K_S to Ollama: the file is then "
+        "16-bit, named for it (X-q4_k_m.gguf becomes X-bf16.gguf or X-f16.gguf), and its header asks Ollama for "
+        "the K-quant when it is registered (orchestrator ollama register FILE).",
     )
     convert.add_argument("source", metavar="MODEL_DIR", help="model folder (or adapter folder with --adapter)")
     convert.add_argument("out", metavar="OUT.gguf", help="file to write")

@@ -10,18 +10,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from orchestrator.text import human_size
+
 REGISTER_HELP = """\
 Register a GGUF in Ollama over its HTTP API and check it: writes RUN_DIR/Modelfile (so
 `ollama create NAME -f RUN_DIR/Modelfile` works by hand too), uploads the GGUF as a blob (skipped when
 Ollama already has it), creates the model with a TEMPLATE that matches the training format, then checks
 `ollama show` and a short chat. With --base, GGUF is a LoRA adapter GGUF put on that Ollama model.
 --recipe takes the template, thinking, system prompt, num_ctx, parameters, host and GGUF type from a
-recipe; the other options override it. When Ollama cannot be reached, the command to run later is
-printed and the exit code is 1."""
+recipe; the other options override it. A 16-bit GGUF that `gguf convert` left for Ollama to quantize
+(a K-quant without llama-quantize) says so in its header, and Ollama is asked to quantize it; --quantize
+overrides that. When Ollama cannot be reached, the command to run later is printed and the exit code is 1."""
 
 MODELFILE_HELP = """\
-Print (or write with -o) the Modelfile for a GGUF: FROM relative to the Modelfile's folder, the TEMPLATE
-that matches the training format, stop tokens and Qwen's recommended sampling."""
+Print (or write with -o) the Modelfile for a GGUF: the TEMPLATE that matches the training format, stop
+tokens and Qwen's recommended sampling. When printed to stdout, FROM is the GGUF's absolute path (the file may
+be saved anywhere); with -o PATH, FROM is relative to PATH's folder. The `ollama create` command goes to
+stderr, with the --quantize the GGUF or the recipe asks for: a Modelfile cannot carry quantize."""
 
 
 def add_parser(sub: Any) -> None:
@@ -37,7 +42,11 @@ def add_parser(sub: Any) -> None:
     register.add_argument("--name", help="Ollama model name, e.g. my-qwen3:latest (default: the recipe's)")
     register.add_argument("--host", help="Ollama server URL (default: the recipe's, else $OLLAMA_HOST, else :11434)")
     register.add_argument("--run-dir", metavar="DIR", help="where the Modelfile goes (default: the GGUF's folder)")
-    register.add_argument("--quantize", metavar="TYPE", help="ask Ollama to quantize to TYPE (e.g. q4_K_M)")
+    register.add_argument(
+        "--quantize",
+        metavar="TYPE",
+        help="ask Ollama to quantize to TYPE, e.g. q4_K_M (default: what the recipe or the GGUF's header asks)",
+    )
     register.add_argument("--use-cli", action="store_true", help="create with a local `ollama create -f` instead")
     register.add_argument("--no-chat", action="store_true", help="skip the short chat at the end of the checks")
     _format_options(register)
@@ -84,12 +93,6 @@ def _spec(args: argparse.Namespace) -> tuple[Any, Path]:
 
         recipe, _ = load_recipe(args.recipe)
         spec, run_dir = ServeSpec.from_recipe(recipe), recipe.run_dir
-        if recipe.ollama.serve == "merged" and spec.quantize is None and vars(args).get("quantize", "") is None:
-            print(
-                f"note: the recipe's gguf.type {recipe.gguf.type} is not a type Ollama quantizes to; "
-                f"{Path(args.gguf).name} is registered as it is",
-                file=sys.stderr,
-            )
     options = {
         "template": args.template,
         "enable_thinking": args.thinking,
@@ -159,7 +162,7 @@ def _print_result(result: Any) -> None:
     print(f"registered {result.name} on {result.host} ({result.method})")
     print(f"  Modelfile  {result.modelfile}")
     for blob in result.blobs:
-        state = f"uploaded {_size(blob.size)}" if blob.uploaded else "already in Ollama, not uploaded again"
+        state = f"uploaded {human_size(blob.size)}" if blob.uploaded else "already in Ollama, not uploaded again"
         print(f"  blob       {blob.path.name} {blob.digest} ({state})")
     print(
         f"  show       family {details.get('family')}, {details.get('quantization_level')}, "
@@ -172,24 +175,27 @@ def _print_result(result: Any) -> None:
 
 
 def run_modelfile(args: argparse.Namespace) -> int:
+    import shlex
+
+    from orchestrator.ollama.gguf_info import read_gguf_info
     from orchestrator.ollama.modelfile import build_modelfile
+    from orchestrator.ollama.quantize import quantize_request
+    from orchestrator.ollama.register import create_command
 
     spec, _ = _spec(args)
-    target = Path(args.output) if args.output else Path.cwd() / "Modelfile"
-    text = build_modelfile(spec, gguf=Path(args.gguf), folder=target.parent).render()
-    if args.output:
+    gguf = Path(args.gguf)
+    target = Path(args.output) if args.output else None
+    quantize = quantize_request(spec, read_gguf_info(gguf, expect_adapter=spec.adapter_route))
+    text = build_modelfile(spec, gguf=gguf, folder=None if target is None else target.parent).render()
+    command = shlex.join(create_command(spec.name or "NAME", target or "Modelfile", quantize))
+    if target is not None:
         from orchestrator.fsutil import write_text
 
         write_text(target, text)
         print(f"wrote {target}", file=sys.stderr)
     else:
         sys.stdout.write(text)
+    how = "create the model with" if target is not None else "save it as Modelfile and create the model with"
+    note = "; a Modelfile cannot carry quantize" if quantize else ""
+    print(f"{how}: {command}{note}", file=sys.stderr)
     return 0
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"

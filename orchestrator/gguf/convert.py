@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from orchestrator.gguf.source import INDEX_NAME
 from orchestrator.gguf.stream import check_disk, check_output, write_gguf
 from orchestrator.gguf.types import (
     KQUANT_TYPES,
+    QUANTIZE_TO_KEY,
     ConvertResult,
     file_type_name,
     normalize_type,
@@ -50,7 +52,9 @@ def convert_model(
         out_path: the .gguf to write; written under a temporary name and renamed at the end.
         out_type: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1, or a K-quant (q4_k_m, q4_k_s, q5_k_m, q5_k_s,
             q6_k, q3_k_m, q2_k...). K-quants run llama-quantize when found; otherwise q4_k_m/q4_k_s are
-            written as F16/BF16 with ``result.kquant_route == "ollama"`` for Ollama to quantize.
+            written as F16/BF16 with ``result.kquant_route == "ollama"`` for Ollama to quantize, under a
+            name that says so when ``out_path`` names the K-quant (``X-q4_k_m.gguf`` -> ``X-bf16.gguf``):
+            ``result.path`` is the file written.
         chat_template: the Jinja template the model was trained with; None takes the folder's own.
         on_progress: called with (bytes written, bytes total) of tensor data.
         name: general.name in the file (default: the folder's name).
@@ -169,6 +173,18 @@ def sixteen_bit_type(model_dir: Path) -> str:
     return "f16"
 
 
+def sixteen_bit_path(out_path: Path, out_type: str, mid_type: str) -> Path:
+    """The name of a file left 16-bit for Ollama: ``X-q4_k_m.gguf`` -> ``X-bf16.gguf`` (the type at the end of
+    the name, after ``-``, ``_`` or ``.``, in its case); a name that claims no type is kept."""
+    name = out_path.name
+    stem, ext = (name[:-5], name[-5:]) if name.lower().endswith(".gguf") else (name, "")
+    match = re.search(rf"(?:^|(?<=[-_.])){re.escape(out_type)}$", stem, re.IGNORECASE)
+    if match is None:
+        return out_path
+    new_type = mid_type.upper() if match.group().isupper() else mid_type
+    return out_path.with_name(stem[: match.start()] + new_type + ext)
+
+
 def convert_kquant(
     model_dir: Path,
     out_path: Path,
@@ -178,16 +194,46 @@ def convert_kquant(
     on_progress: ProgressFn | None,
 ) -> ConvertResult:
     """A K-quant: 16-bit GGUF, then llama-quantize here, or Ollama's quantizer at registration."""
-    from orchestrator.gguf.kquant import require_route, run_llama_quantize
+    from orchestrator.gguf.kquant import require_route
 
     tool = require_route(out_type)
     mid_type = sixteen_bit_type(model_dir)
-    prepared = prepare_model(model_dir, mid_type, **options)
     if tool is None:
-        result = write_prepared(prepared, out_path, started, on_progress)
-        result.requested_type, result.kquant_route = out_type, "ollama"
-        result.ollama_quantize = ollama_quantize_name(out_type)
-        return result
+        return convert_for_ollama(model_dir, out_path, out_type, mid_type, started, options, on_progress)
+    prepared = prepare_model(model_dir, mid_type, **options)
+    return quantize_locally(tool, prepared, out_path, out_type, started, on_progress)
+
+
+def convert_for_ollama(
+    model_dir: Path,
+    out_path: Path,
+    out_type: str,
+    mid_type: str,
+    started: float,
+    options: dict[str, Any],
+    on_progress: ProgressFn | None,
+) -> ConvertResult:
+    """No llama-quantize: the 16-bit GGUF, named for its type, with the K-quant Ollama is to make recorded
+    in its header (``QUANTIZE_TO_KEY``), so registering the file alone asks for it."""
+    path = sixteen_bit_path(out_path, out_type, mid_type)
+    if path != out_path:
+        check_output(path, model_inputs(model_dir))
+        log.info("%s: llama-quantize not found; writing %s to %s instead", out_path, mid_type.upper(), path.name)
+    target = ollama_quantize_name(out_type)
+    prepared = prepare_model(model_dir, mid_type, **options)
+    prepared.writer.add_string(QUANTIZE_TO_KEY, target)
+    result = write_prepared(prepared, path, started, on_progress)
+    result.requested_type, result.kquant_route, result.ollama_quantize = out_type, "ollama", target
+    return result
+
+
+def quantize_locally(
+    tool: Path, prepared: Prepared, out_path: Path, out_type: str, started: float, on_progress: ProgressFn | None
+) -> ConvertResult:
+    """The 16-bit GGUF as a temporary beside ``out_path``, quantized into ``out_path`` by llama-quantize."""
+    from orchestrator.gguf.kquant import run_llama_quantize
+
+    mid_type = prepared.out_type
     check_disk(out_path, 2 * prepared.need)  # the 16-bit file and the quantized one, side by side
     # The 16-bit file is a temporary of out_path too, so a killed run's copy is removed by the next one.
     mid_path = temp_path(out_path, f"{mid_type}.gguf")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import UsageError
+from orchestrator.text import counted
 
 # GGUFValueType member name -> struct format
 SCALAR_FORMATS = {
@@ -53,6 +54,10 @@ class GGUFHeader:
     file_size: int = 0
 
 
+class NotGGUF(ValueError):
+    """The file does not start with GGUF's magic: some other kind of file, not a damaged GGUF."""
+
+
 class Cursor:
     def __init__(self, buf: Any) -> None:
         self.buf, self.pos = buf, 0
@@ -65,7 +70,7 @@ class Cursor:
     def string(self) -> str:
         n = self.take("<Q")
         if self.pos + n > len(self.buf):
-            raise ValueError(f"a string of {n} bytes runs past the end of the file at byte {self.pos}")
+            raise ValueError(f"a string of {counted(n, 'byte')} runs past the end of the file at byte {self.pos}")
         text = bytes(self.buf[self.pos : self.pos + n]).decode("utf-8")
         self.pos += n
         return text
@@ -81,8 +86,8 @@ def read_gguf_header(path: str | Path) -> GGUFHeader:
     n_bytes), ``data_offset``, ``alignment`` and ``file_size``.
 
     Raises:
-        UsageError: one line naming the path: no such file, a folder, unreadable, or not a whole GGUF
-            header (truncated, wrong magic, unknown types).
+        UsageError: one line naming the path: no such file, a folder, unreadable, not a GGUF at all (no
+            GGUF magic), or not a whole GGUF header (truncated, unknown types).
     """
     path = Path(path)
     if path.is_dir():
@@ -96,6 +101,10 @@ def read_gguf_header(path: str | Path) -> GGUFHeader:
                 return parse(buf, size)
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file; give the path of a .gguf file") from None
+    except NotGGUF:
+        raise UsageError(
+            f"{path}: not a GGUF file (it does not start with the GGUF magic); give a .gguf file"
+        ) from None
     except OSError as exc:
         raise UsageError(f"{path}: cannot read it ({exc.strerror})") from None
     except (struct.error, UnicodeDecodeError, ValueError, KeyError, OverflowError, IndexError) as exc:
@@ -106,8 +115,8 @@ def parse(buf: Any, size: int) -> GGUFHeader:
     import gguf
 
     cur = Cursor(buf)
-    if cur.take("<I") != gguf.GGUF_MAGIC:
-        raise ValueError("bad magic")
+    if size < 4 or cur.take("<I") != gguf.GGUF_MAGIC:
+        raise NotGGUF()
     header = GGUFHeader(version=cur.take("<I"), file_size=size)
     n_tensors, n_kv = cur.take("<Q"), cur.take("<Q")
     for _ in range(n_kv):

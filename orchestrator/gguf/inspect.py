@@ -11,6 +11,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from orchestrator.gguf.types import QUANTIZE_TO_KEY
+from orchestrator.text import counted
+
 SPECIAL_KINDS = ("bos", "eos", "pad", "unk", "sep", "mask")
 TEMPLATE_HEAD_LINES = 8
 LAYOUT_ARCHS = ("qwen3", "qwen3moe", "qwen2", "llama")  # the ones shapes.layout knows
@@ -27,8 +30,9 @@ def inspect_gguf(path: str | Path, *, read_back: bool = False) -> dict[str, Any]
     quantization_version, parameter_count, tensor_count, tensor_types {type: count}, context_length,
     embedding_length, block_count, expert_count, vocab_size, tokenizer_model, tokenizer_pre,
     special_tokens {kind: {id, text}}, add_bos, chat_template, chat_template_head, lora_alpha,
-    problems (list of str), verified (bool: no problems), read_back (bool) and shapes_checked (bool: the
-    tensor shapes were checked against the metadata, for the architectures the converter knows).
+    quantize_to (the type Ollama is to quantize the file to at registration, or None), problems (list of
+    str), verified (bool: no problems), read_back (bool) and shapes_checked (bool: the tensor shapes were
+    checked against the metadata, for the architectures the converter knows).
     """
     import gguf
 
@@ -52,6 +56,7 @@ def inspect_gguf(path: str | Path, *, read_back: bool = False) -> dict[str, Any]
         "tensor_types": dict(Counter(t.qtype.name for t in header.tensors)),
         "parameter_count": sum(t.n_elements for t in header.tensors),
         "lora_alpha": kv.get(gguf.Keys.Adapter.LORA_ALPHA),
+        "quantize_to": kv.get(QUANTIZE_TO_KEY),
     }
     for key, gguf_key in (
         ("context_length", gguf.Keys.LLM.CONTEXT_LENGTH),
@@ -123,7 +128,7 @@ def problems(header: Any, arch: str, kind: str) -> list[str]:
             found.append(f"{t.name}: data is not aligned to {header.alignment}")
         ends = max(ends, t.offset + t.n_bytes)
     if ends > header.file_size:
-        found.append(f"tensor data runs {ends - header.file_size} bytes past the end of the file")
+        found.append(f"tensor data runs {counted(ends - header.file_size, 'byte')} past the end of the file")
     found += [f"metadata key {key} is missing" for key in required_keys(arch, kind) if key not in header.kv]
     if not header.tensors:
         found.append("the file has no tensors")
@@ -150,7 +155,8 @@ def dimension_problems(header: Any, arch: str) -> list[str]:
     for name, why in block_set_problems(lay, list(shapes), n_layer):
         found.append(f"{name}: {why} ({dims.n_layer.label} = {n_layer})")
     if len(found) > MAX_SHAPE_PROBLEMS:
-        found[MAX_SHAPE_PROBLEMS:] = [f"and {len(found) - MAX_SHAPE_PROBLEMS} more tensor shape problems"]
+        more = counted(len(found) - MAX_SHAPE_PROBLEMS, "more tensor shape problem")
+        found[MAX_SHAPE_PROBLEMS:] = [f"and {more}"]
     return found
 
 
@@ -229,6 +235,7 @@ def summary_lines(info: dict[str, Any]) -> list[str]:
         f"kind:            {info['kind']} ({info['architecture']}), name {info['name']}, "
         f"size {info['size_label'] or '-'}",
         f"file type:       {info['file_type']}",
+        *([f"quantize to:     {info['quantize_to']} (by Ollama, when registered)"] if info["quantize_to"] else []),
         f"parameters:      {info['parameter_count']:,}",
         f"tensors:         {info['tensor_count']} ({types})",
     ]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from orchestrator.text import counted
+
 BLOCK = re.compile(r"^blk\.(\d+)\.(.+)$")
 
 
@@ -112,7 +114,7 @@ def mismatch(shape: tuple[int, ...], want: tuple[Dim, ...]) -> str | None:
     if shape == sizes:
         return None
     if len(shape) != len(want):
-        return f"has {len(shape)} dimensions {shape_text(shape)}, expected {len(want)}: {shape_text(sizes)}"
+        return f"has {counted(len(shape), 'dimension')} {shape_text(shape)}, expected {len(want)}: {shape_text(sizes)}"
     labels = [f"{dim.label} = {dim.size}" for n, dim in zip(shape, want, strict=True) if n != dim.size]
     return f"has shape {shape_text(shape)}, expected {shape_text(sizes)} from {'; '.join(labels)}"
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from orchestrator.errors import UsageError
 from orchestrator.gguf.jsonio import json_kind, mapping, read_json_object
+from orchestrator.text import counted
 
 # safetensors dtype -> (numpy dtype used to hold the raw values, bytes per element). BF16 stays raw uint16.
 DTYPES = {"BF16": ("uint16", 2), "F16": ("float16", 2), "F32": ("float32", 4)}
@@ -108,11 +109,13 @@ def header_entry(path: Path, name: str, info: Any, base: int, size: int) -> Sour
     if end < start:
         raise UsageError(f"{where}: data_offsets {offsets} end before they start; {fix}")
     if base + end > size:
-        raise UsageError(f"{where}: ends {base + end - size} bytes past the end of the file (truncated?); {fix}")
+        past = counted(base + end - size, "byte")
+        raise UsageError(f"{where}: ends {past} past the end of the file (truncated?); {fix}")
     nbytes = prod(shape) * DTYPES[dtype][1]
     if end - start != nbytes:
         raise UsageError(
-            f"{where}: shape {shape} of {dtype} is {nbytes} bytes, but its data_offsets span {end - start} bytes; {fix}"
+            f"{where}: shape {shape} of {dtype} is {counted(nbytes, 'byte')}, but its data_offsets span "
+            f"{counted(end - start, 'byte')}; {fix}"
         )
     return SourceTensor(name, path, dtype, tuple(shape), base + start, nbytes)
 

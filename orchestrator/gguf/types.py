@@ -50,6 +50,9 @@ OLLAMA_KQUANTS = tuple(t.name for t in TYPES if t.kind == "kquant" and t.ollama_
 # What Ollama's create `quantize` accepts (ollama_quantize_name gives Ollama's spelling).
 OLLAMA_QUANTIZE = tuple(t.name for t in TYPES if t.ollama_quantize)
 ADAPTER_TYPES = tuple(t.name for t in TYPES if t.adapter)
+# Our own metadata key: the type a 16-bit GGUF is to be quantized to by Ollama when it is registered
+# (written when llama-quantize was not found; read back by `ollama register FILE`).
+QUANTIZE_TO_KEY = "orchestrator.quantize_to"
 
 
 def types_help() -> str:
@@ -83,9 +86,11 @@ def ollama_quantize_name(out_type: str) -> str:
 class ConvertResult:
     """What a conversion wrote.
 
-    ``file_type`` is the short name of ``general.file_type`` as written (``Q8_0``, ``BF16``...). For a
-    K-quant, ``kquant_route`` is ``"llama-quantize"`` (quantized here) or ``"ollama"``: the file is then
-    F16/BF16 and Ollama's create must be given ``quantize=ollama_quantize``.
+    ``path`` is the file written, ``requested_type`` the type asked for and ``file_type`` the short name of
+    ``general.file_type`` as written (``Q8_0``, ``BF16``...). For a K-quant, ``kquant_route`` is
+    ``"llama-quantize"`` (quantized here) or ``"ollama"``: the file is then F16/BF16, named for that type
+    when the requested name carried the K-quant's (``X-q4_k_m.gguf`` -> ``X-bf16.gguf``), its header
+    records ``QUANTIZE_TO_KEY = ollama_quantize``, and Ollama's create must be given that ``quantize``.
     """
 
     path: Path
@@ -107,6 +112,17 @@ class ConvertResult:
         data["path"] = str(self.path)
         return data
 
+    def kquant_line(self) -> str | None:
+        """Who makes the K-quant, and where the file is (None for other types)."""
+        if self.kquant_route == "llama-quantize":
+            return f"{self.requested_type}: quantized locally with llama-quantize"
+        if self.kquant_route == "ollama":
+            return (
+                f"{self.requested_type}: llama-quantize not found; wrote {self.file_type} to {self.path}; "
+                f"Ollama quantizes it to {self.ollama_quantize} when it is registered"
+            )
+        return None
+
     def lines(self) -> list[str]:
         """A short human summary, one fact per line (the CLI prints these)."""
         types = ", ".join(f"{n} {name}" for name, n in sorted(self.tensor_types.items()))
@@ -116,13 +132,9 @@ class ConvertResult:
             f"in {self.duration_s:.1f} s",
             f"tensors: {types}",
         ]
-        if self.kquant_route == "llama-quantize":
-            out.append(f"{self.requested_type}: quantized locally with llama-quantize")
-        elif self.kquant_route == "ollama":
-            out.append(
-                f"{self.requested_type}: llama-quantize not found; wrote {self.file_type} for Ollama to quantize "
-                f"at registration (quantize={self.ollama_quantize})"
-            )
+        route = self.kquant_line()
+        if route:
+            out.append(route)
         if self.chat_template_source:
             out.append(f"chat template: from {self.chat_template_source}")
         out.extend(f"note: {note}" for note in self.notes)

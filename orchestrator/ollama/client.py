@@ -30,6 +30,7 @@ from orchestrator.errors import OllamaError
 from orchestrator.ollama.blobs import BlobUpload, HashingReader, ProgressCallback, check_digest, file_digest
 from orchestrator.ollama.deadline import Deadline
 from orchestrator.ollama.hosts import HOST_ENV, connectable_url, resolve_host
+from orchestrator.text import counted
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +310,7 @@ class OllamaClient:
                 failures += 1
                 if failures > self.retries:
                     raise OllamaConnectionError(
-                        f"uploading {path.name} to Ollama at {self.base_url} broke off {failures} times; "
+                        f"uploading {path.name} to Ollama at {self.base_url} broke off {counted(failures, 'time')}; "
                         "check the server (its disk space, its logs) and rerun: the upload starts again"
                     ) from exc
                 log.info("upload of %s broke off; starting again (attempt %d)", path.name, failures + 1)

@@ -19,6 +19,7 @@ class GGUFInfo:
     architecture: str
     file_type: str  # as Ollama names it: F16, Q8_0, Q4_K_M... ("unknown" when the key is missing)
     kind: str  # general.type: "model" or "adapter"
+    quantize_to: str | None = None  # the type the converter left to Ollama (gguf.types.QUANTIZE_TO_KEY)
 
 
 def check_gguf_path(path: Path) -> Path:
@@ -34,16 +35,16 @@ def check_gguf_path(path: Path) -> Path:
 
 
 def read_gguf_info(path: Path, *, expect_adapter: bool | None = None) -> GGUFInfo:
-    """Architecture, file type and kind from a GGUF's header; ``expect_adapter`` checks the kind."""
+    """Architecture, file type, kind and the type to quantize to from a GGUF's header; ``expect_adapter``
+    checks the kind. A file that is no GGUF (or whose header cannot be read) is a UsageError worded as
+    ``gguf inspect`` words it; a GGUF cut short is a StageError (the gguf stage must write it again)."""
     path = check_gguf_path(path)
     import gguf
 
     from orchestrator.gguf.header import read_gguf_header
+    from orchestrator.gguf.types import QUANTIZE_TO_KEY
 
-    try:
-        header = read_gguf_header(path)
-    except UsageError as exc:  # one line naming the file and the cause; a broken GGUF fails the stage
-        raise StageError(str(exc)) from exc
+    header = read_gguf_header(path)
     end = max((t.offset + t.n_bytes for t in header.tensors), default=header.data_offset)
     if end > header.file_size:
         raise StageError(
@@ -57,7 +58,9 @@ def read_gguf_info(path: Path, *, expect_adapter: bool | None = None) -> GGUFInf
     except (KeyError, TypeError, ValueError):
         type_name = "unknown"
     architecture = str(kv.get(gguf.Keys.General.ARCHITECTURE) or "")
-    info = GGUFInfo(path, architecture, type_name, str(kv.get(gguf.Keys.General.TYPE) or "model"))
+    kind = str(kv.get(gguf.Keys.General.TYPE) or "model")
+    quantize_to = kv.get(QUANTIZE_TO_KEY)
+    info = GGUFInfo(path, architecture, type_name, kind, str(quantize_to) if quantize_to is not None else None)
     if expect_adapter is True and info.kind != "adapter":
         raise UsageError(f"{path} is not a LoRA adapter GGUF (general.type is '{info.kind}', not 'adapter')")
     if expect_adapter is False and info.kind == "adapter":

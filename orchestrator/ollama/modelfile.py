@@ -118,7 +118,7 @@ class Modelfile:
 # -- building one for a GGUF ---------------------------------------------------------------------
 
 
-def build_modelfile(spec: ServeSpec, *, gguf: Path, folder: Path) -> Modelfile:
+def build_modelfile(spec: ServeSpec, *, gguf: Path, folder: Path | None) -> Modelfile:
     """The Modelfile for ``spec`` with its GGUF, kept in ``folder``: FROM (or, on the adapter route, FROM
     the base model and ADAPTER) relative to it, the TEMPLATE matching training, the default PARAMETERs
     updated with ``spec.parameters``.
@@ -126,7 +126,8 @@ def build_modelfile(spec: ServeSpec, *, gguf: Path, folder: Path) -> Modelfile:
     Args:
         spec: what is served (template, thinking, system prompt, parameters, base model).
         gguf: the model GGUF, or the LoRA adapter GGUF when ``spec.base_model`` is set.
-        folder: where the Modelfile goes (FROM and ADAPTER paths are relative to it).
+        folder: where the Modelfile goes (FROM and ADAPTER paths are relative to it); None when that is
+            not known (a Modelfile printed to stdout): the GGUF's absolute path is written.
     """
     defaults = default_parameters(spec.template, spec.enable_thinking, spec.num_ctx)
     mf = Modelfile(
@@ -135,7 +136,8 @@ def build_modelfile(spec: ServeSpec, *, gguf: Path, folder: Path) -> Modelfile:
         system=spec.system,
         parameters=merge_parameters(defaults, dict(spec.parameters)),
     )
-    path = _relative(check_gguf_path(Path(gguf)), Path(folder).resolve())
+    gguf = check_gguf_path(Path(gguf)).resolve()
+    path = str(gguf) if folder is None else _relative(gguf, Path(folder).resolve())
     if spec.base_model:
         mf.from_, mf.adapters = spec.base_model, [path]
     else:

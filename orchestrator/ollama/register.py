@@ -2,11 +2,11 @@
 
 ``register_model`` writes ``<run_dir>/Modelfile`` first (so ``ollama create NAME -f <run_dir>/Modelfile``
 works by hand too), checks that Ollama answers, then over the HTTP API: uploads the GGUF as a blob
-(skipped when Ollama has it), creates the model (asking Ollama to quantize when the spec wants a type
-the GGUF is not), and verifies it (``verify.verify``): ``show`` must report the expected family,
-quantization, parameters and template, and a short chat must return an answer that stops. The adapter
-route creates ``FROM <base model>`` with the LoRA GGUF as ``ADAPTER``. Every step is safe to repeat, so a
-rerun picks up where a failure stopped.
+(skipped when Ollama has it), creates the model (asking Ollama to quantize as ``quantize.quantize_request``
+decides from the spec and the GGUF's header), and verifies it (``verify.verify``): ``show`` must report
+the expected family, quantization, parameters and template, and a short chat must return an answer that
+stops. The adapter route creates ``FROM <base model>`` with the LoRA GGUF as ``ADAPTER``. Every step is safe
+to repeat, so a rerun picks up where a failure stopped.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from orchestrator.fsutil import write_text
 from orchestrator.ollama.gguf_info import GGUFInfo, read_gguf_info
 from orchestrator.ollama.hosts import is_local_host
 from orchestrator.ollama.modelfile import Modelfile, build_modelfile
+from orchestrator.ollama.quantize import quantize_request
 from orchestrator.ollama.results import Emit, RegisterProgress, RegisterResult
 from orchestrator.ollama.templates import thinks
 from orchestrator.ollama.verify import verify
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MODELFILE = "Modelfile"
-QUANTIZABLE_SOURCES = ("F16", "BF16", "F32")  # what Ollama's create quantizes from (reference/ollama-api.md)
 
 
 @dataclass
@@ -119,19 +119,16 @@ def plan_registration(spec: ServeSpec, *, gguf: Path, run_dir: Path) -> Register
     create: dict[str, Any] = {"template": mf.template, "parameters": mf.parameters}
     if mf.system is not None:
         create["system"] = mf.system
-    wanted = None
+    wanted = quantize_request(spec, info)
     if spec.adapter_route:
         create["from_"] = spec.base_model
         quantization = None  # the base model's, whatever it is
-        if spec.quantize:
-            log.info("quantize %s ignored: the adapter route keeps %s as it is", spec.quantize, spec.base_model)
     else:
-        wanted = _quantize_request(info, spec.quantize)
         if wanted:
             create["quantize"] = wanted
         quantization = wanted.upper() if wanted else info.file_type
     modelfile_path = run_dir / MODELFILE
-    command = ["ollama", "create", spec.name, "-f", str(modelfile_path)] + (["--quantize", wanted] if wanted else [])
+    command = create_command(spec.name, modelfile_path, wanted)
     return RegisterPlan(
         name=spec.name,
         modelfile=mf,
@@ -147,16 +144,9 @@ def plan_registration(spec: ServeSpec, *, gguf: Path, run_dir: Path) -> Register
     )
 
 
-def _quantize_request(info: GGUFInfo, wanted: str | None) -> str | None:
-    """The ``quantize`` to send: None when the GGUF already is that type."""
-    if not wanted or wanted.upper() == info.file_type:
-        return None
-    if info.file_type not in QUANTIZABLE_SOURCES:
-        raise UsageError(
-            f"{info.path.name} is {info.file_type}; Ollama quantizes only F16, BF16 or F32 GGUFs to {wanted}: "
-            "convert to f16 (gguf.type: f16) and register again"
-        )
-    return wanted
+def create_command(name: str, modelfile: Path | str, quantize: str | None) -> list[str]:
+    """``ollama create NAME -f MODELFILE [--quantize TYPE]``: a Modelfile cannot ask for the quantization."""
+    return ["ollama", "create", name, "-f", str(modelfile)] + (["--quantize", quantize] if quantize else [])
 
 
 # -- talking to Ollama --------------------------------------------------------------------------------

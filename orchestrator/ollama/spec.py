@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import UsageError
-from orchestrator.gguf.types import OLLAMA_QUANTIZE, ollama_quantize_name
+from orchestrator.gguf.types import OLLAMA_QUANTIZE, normalize_type, ollama_quantize_name
 from orchestrator.ollama.names import check_model_name
 from orchestrator.ollama.templates import TEMPLATES
 
@@ -34,8 +34,11 @@ class ServeSpec:
             they choose the TEMPLATE, the stop tokens and the sampling defaults.
         system, num_ctx, parameters: SYSTEM, ``num_ctx`` and PARAMETER overrides.
         quantize: the ``quantize`` value for Ollama's create (``q4_K_M``), or None; any spelling is
-            taken and stored in Ollama's. It is only sent when the GGUF is another type.
+            taken and stored in Ollama's. It is only sent when the GGUF is another type. None also
+            takes the type a 16-bit GGUF records for Ollama to make (``gguf.types.QUANTIZE_TO_KEY``).
         base_model: the adapter route: the Ollama model the LoRA adapter GGUF goes on (None: merged).
+        gguf_type: the GGUF type the recipe asks for (``gguf.type``), or None: a GGUF of another type
+            that ``quantize`` does not turn into it is refused (``register.quantize_request``).
     """
 
     name: str = ""
@@ -47,6 +50,7 @@ class ServeSpec:
     parameters: Mapping[str, Any] = field(default_factory=dict)
     quantize: str | None = None
     base_model: str | None = None
+    gguf_type: str | None = None
 
     def __post_init__(self) -> None:
         if self.name:
@@ -60,6 +64,8 @@ class ServeSpec:
         # Frozen: the normalized values are set through object.__setattr__, once, here.
         object.__setattr__(self, "parameters", dict(self.parameters or {}))
         object.__setattr__(self, "quantize", _ollama_quantize(self.quantize))
+        if self.gguf_type is not None:
+            object.__setattr__(self, "gguf_type", normalize_type(self.gguf_type))
 
     @property
     def adapter_route(self) -> bool:
@@ -92,6 +98,7 @@ class ServeSpec:
             parameters=dict(ollama.parameters),
             quantize=quantize,
             base_model=ollama.base_model if adapter else None,
+            gguf_type=None if adapter else recipe.gguf.type,
         )
 
 

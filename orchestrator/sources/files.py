@@ -24,6 +24,7 @@ from orchestrator.conversations import (
     loads_json,
 )
 from orchestrator.errors import UsageError
+from orchestrator.sources import MissingSource
 
 SHAREGPT_ROLES = {
     "human": "user",
@@ -40,8 +41,12 @@ SHAREGPT_ROLES = {
 def read_file(path: str | Path) -> Iterator[Conversation | SkippedRecord]:
     """Yield the conversations in a .json or .jsonl file, and a SkippedRecord for each bad record."""
     path = Path(path)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.iterdir() if p.suffix in (".json", ".jsonl"))
+        hint = f" (it holds {', '.join(inside[:3])}{', ...' if len(inside) > 3 else ''})" if inside else ""
+        raise UsageError(f"{path}: is a folder, not a file of conversations{hint}; give the file")
     if not path.is_file():
-        raise UsageError(f"{path}: no such file; check the source's path (relative to the working directory)")
+        raise MissingSource(f"{path}: no such file; check the source's path (relative to the working directory)")
     if path.suffix == ".jsonl":
         yield from _read_jsonl(path)
     else:

@@ -29,8 +29,15 @@ class Undecodable(Exception):
     """A text column held bytes that are not UTF-8 (sqlite3's own message quotes the text: never shown)."""
 
 
+class UnknownSession(UsageError):
+    """A session asked for that the store does not hold; ``source_key`` names the recipe key at fault."""
+
+    source_key = "sessions"
+
+
 def create_hint(path: Path) -> str:
-    return f"record chats into it with `orchestrator chat --model qwen3:4b --db {path}`"
+    """How a store comes to be, for any caller (the commands and the recipe add their own options)."""
+    return f"record chats into it with `orchestrator chat --model MODEL --db {path}`"
 
 
 def read_memory(path: str | Path, sessions: list[str] | None = None) -> Iterator[Conversation | SkippedRecord]:
@@ -44,7 +51,7 @@ def read_memory(path: str | Path, sessions: list[str] | None = None) -> Iterator
         ids = sessions or [info.id for info in sorted(store.sessions(), key=lambda s: (s.created_at, s.id))]
         for session_id in ids:
             if store.session(session_id) is None:
-                raise UsageError(f"no session {session_id!r} in {path}; run `orchestrator sessions` to list them")
+                raise UnknownSession(f"no session {session_id!r} in {path}; run `orchestrator sessions` to list them")
         for session_id in ids:
             try:
                 conversation = store.conversation(session_id)
@@ -108,12 +115,13 @@ def check_version(db: sqlite3.Connection, path: Path, supported: int) -> int:
 
 def open_reader(path: Path, supported: int) -> sqlite3.Connection:
     """A read-only connection to an existing store, its schema checked (never migrated)."""
+    from orchestrator.sources import MissingSource
     from orchestrator.sources.sqlite import connect_readonly
 
     if not path.is_file():
         if path.is_dir():
             raise UsageError(f"{path}: a folder, not an orchestrator memory store; give the database file")
-        raise UsageError(f"{path}: no such memory store; {create_hint(path)}")
+        raise MissingSource(f"{path}: no such memory store; {create_hint(path)}")
     if path.stat().st_size == 0:
         raise UsageError(f"{path}: not an orchestrator memory store (an empty file); {create_hint(path)}")
     db = connect_readonly(path, "an orchestrator memory store")

@@ -84,9 +84,9 @@ def run(run: RunContext) -> StageResult:
     )
     for note in result.notes:
         run.reporter.info(note)
-    if result.kquant_route:
-        route = "llama-quantize, here" if result.kquant_route == "llama-quantize" else "Ollama, at registration"
-        run.reporter.info(f"{recipe.gguf.type}: quantized by {route}")
+    route = result.kquant_line()
+    if route:
+        run.reporter.info(route)
     run.reporter.info(f"wrote {result.path} ({result.file_type}, {result.bytes_written / 2**20:.1f} MiB)")
     details = {k: v for k, v in result.to_dict().items() if k != "path"}
     return StageResult(inputs={"source": str(source)}, outputs={"gguf": str(result.path)}, details=details)

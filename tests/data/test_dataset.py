@@ -184,7 +184,7 @@ def test_broken_dataset_info_is_not_overwritten(tmp_path):
 
 def test_nothing_trainable_writes_nothing(tmp_path):
     (tmp_path / "old.jsonl").write_text("keep me\n")
-    with pytest.raises(UsageError, match="none of the 1 conversations"):
+    with pytest.raises(UsageError, match="the 1 conversation read cannot be trained on"):
         export_dataset([conv(Message("user", "q"))], "old", tmp_path)
     assert (tmp_path / "old.jsonl").read_text() == "keep me\n"
     assert not (tmp_path / "dataset_info.json").exists()

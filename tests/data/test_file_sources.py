@@ -115,7 +115,7 @@ def test_a_bom_json_file_is_read(tmp_path, capsys):
     src.write_bytes(b"\xef\xbb\xbf" + json.dumps([GOOD]).encode())
     code, out, err = export(tmp_path, src, capsys)
     assert (code, err) == (0, "")
-    assert "1 conversations read, 1 written, 0 skipped" in out
+    assert "1 conversation read, 1 written, 0 skipped" in out
 
 
 def test_string_arguments_are_parsed_when_they_hold_an_object_and_skipped_otherwise(tmp_path, capsys):

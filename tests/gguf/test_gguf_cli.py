@@ -62,7 +62,7 @@ def test_cli_refusals_exit_2_with_one_line(tmp_path, small_model, capsys):
     assert main(["gguf", "inspect", str(tmp_path / "missing.gguf")]) == 2
     (tmp_path / "junk.gguf").write_bytes(b"not a gguf at all, really not")
     assert main(["gguf", "inspect", str(tmp_path / "junk.gguf")]) == 2
-    assert "not a readable GGUF" in capsys.readouterr().err
+    assert "not a GGUF file (it does not start with the GGUF magic)" in capsys.readouterr().err
 
 
 def test_adapter_through_the_cli(tmp_path, tiny_model, capsys):

@@ -25,7 +25,11 @@ def test_header_reader_refuses_what_is_not_a_whole_gguf_header(small_model, tmp_
     }.items():
         cases[name] = tmp_path / f"{name}.gguf"
         cases[name].write_bytes(data)
-    reasons = {"folder": "is a folder; give the .gguf file", "missing": "no such file"}
+    reasons = {
+        "folder": "is a folder; give the .gguf file",
+        "missing": "no such file",
+        "junk": "not a GGUF file (it does not start with the GGUF magic); give a .gguf file",
+    }
     for name, path in cases.items():
         with pytest.raises(UsageError) as err:
             read_gguf_header(path)

@@ -93,15 +93,23 @@ def test_register_takes_its_settings_from_a_recipe(ollama, gguf, tmp_path, monke
     assert (tmp_path / "llama_factory_data" / "runs" / "mine" / "Modelfile").is_file()
 
 
-def test_modelfile_prints_a_modelfile_relative_to_the_current_folder(gguf, monkeypatch, capsys):
-    monkeypatch.chdir(gguf.parent.parent)
-    args = ["ollama", "modelfile", str(gguf), "--no-thinking", "--num-ctx", "8192", "--param", "stop=END"]
+def test_modelfile_printed_to_stdout_has_the_absolute_gguf_path(gguf, monkeypatch, capsys):
+    monkeypatch.chdir(gguf.parent.parent)  # the printed Modelfile may be saved anywhere: FROM cannot be relative
+    args = ["ollama", "modelfile", "gguf/model-f16.gguf", "--no-thinking", "--num-ctx", "8192", "--param", "stop=END"]
     assert main(args) == 0
     modelfile = Modelfile.parse(capsys.readouterr().out)
-    assert modelfile.from_ == "./gguf/model-f16.gguf"
+    assert modelfile.from_ == str(gguf.resolve())
     assert modelfile.template == ollama_template("qwen3", False)
     assert modelfile.parameters["stop"] == ["<|im_end|>", "<|im_start|>", "END"]
     assert modelfile.parameters["num_ctx"] == 8192 and modelfile.parameters["temperature"] == 0.7
+
+
+def test_modelfile_help_says_where_from_points(capsys):
+    with pytest.raises(SystemExit):
+        main(["ollama", "modelfile", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "printed to stdout, FROM is the GGUF's absolute path" in text
+    assert "with -o PATH, FROM is relative to PATH's folder" in text
 
 
 def test_modelfile_writes_the_adapter_route(tmp_path, capsys):
@@ -124,6 +132,24 @@ def test_modelfile_writes_the_adapter_route(tmp_path, capsys):
 def test_modelfile_usage_errors_exit_2(gguf, capsys, args, message):
     assert main(["ollama", "modelfile", str(gguf), *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_file_that_is_not_a_gguf_is_bad_input_for_every_command(tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("# A project\n\nNot a model at all.\n")
+    errors = []
+    for argv in (
+        ["gguf", "inspect", str(readme)],
+        ["ollama", "register", str(readme), "--name", "mine", "--host", "127.0.0.1:9"],
+        ["ollama", "modelfile", str(readme)],
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1, err
+        errors.append(err)
+    assert errors[0] == errors[1] == errors[2]
+    assert errors[0] == f"error: {readme}: not a GGUF file (it does not start with the GGUF magic); give a .gguf file\n"
+    assert not (tmp_path / "Modelfile").exists()
 
 
 def test_register_needs_a_name(gguf, capsys):

@@ -12,7 +12,7 @@ from ollama_emulator import OllamaEmulator, Reply
 
 from orchestrator.conversations import Message
 from orchestrator.errors import OllamaError
-from orchestrator.ollama.client import OllamaClient, OllamaResponseError
+from orchestrator.ollama.client import OllamaClient, OllamaConnectionError, OllamaResponseError
 from orchestrator.ollama.hosts import connectable_url, resolve_host
 
 # Ollama's own table (envconfig/config_test.go, TestHost): OLLAMA_HOST value -> Host().String()
@@ -197,3 +197,13 @@ def test_http_errors_are_not_retried(ollama):
     with pytest.raises(OllamaError, match="404 page not found"):
         OllamaClient(ollama.url, retries=3, backoff=0, session=counting)._send("GET", "/api/nothing")
     assert counting.calls == 1
+
+
+def test_an_upload_that_broke_off_once_says_once(tmp_path):
+    from ollama_emulator import OllamaEmulator, write_gguf
+
+    gguf = write_gguf(tmp_path / "m.gguf")
+    with OllamaEmulator() as ollama:
+        ollama.drop_uploads = 1
+        with pytest.raises(OllamaConnectionError, match="broke off 1 time; check the server"):
+            OllamaClient(ollama.url, retries=0).push_blob(gguf)

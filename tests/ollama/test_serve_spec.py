@@ -44,6 +44,7 @@ def test_from_recipe_takes_everything_the_recipe_says():
         parameters={"top_k": 5},
         quantize="Q8_0",
         base_model=None,
+        gguf_type="q8_0",  # the type the GGUF must be, or be made into
     )
     assert ServeSpec.from_recipe(recipe(base_model="qwen3:4b")).base_model is None  # serve: merged
     adapter = ServeSpec.from_recipe(recipe("f16", serve="adapter", base_model="qwen3:4b"))
