@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # tests/ollama_emulator.py, tests/repo_paths.py
+sys.path.insert(0, str(Path(__file__).parent))  # tests/ollama_emulator.py, tests/support.py
 
-from repo_paths import REPO, SAMPLES  # noqa: E402,F401
+from support import REPO, SAMPLES  # noqa: E402,F401
 
 
 def pytest_configure(config):

@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-from repo_paths import REPO
+from support import REPO
 
 from orchestrator.cli import main
 

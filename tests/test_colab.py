@@ -29,7 +29,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
-from repo_paths import REPO, SAMPLES
+from support import REPO, SAMPLES
 
 from orchestrator.recipe import load_recipe
 

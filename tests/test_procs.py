@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support import wait_for
 
 from orchestrator import procs
 
@@ -27,15 +28,6 @@ SPAWNER = textwrap.dedent(
 def alive_with(marker: str) -> list[int]:
     out = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
     return [int(pid) for pid in out if int(pid) != os.getpid()]
-
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def start_orchestrator_like(tmp_path: Path, marker: str) -> tuple[subprocess.Popen, Path]:

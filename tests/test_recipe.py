@@ -202,7 +202,7 @@ def test_the_wheel_ships_the_recipes_and_samples(tmp_path):
     import sys
     import zipfile
 
-    from repo_paths import REPO
+    from support import REPO
 
     subprocess.run(
         [

@@ -4,7 +4,7 @@ import importlib.util
 import sys
 
 import pytest
-from repo_paths import REPO
+from support import REPO
 
 from orchestrator.cli import main as cli_main
 
@@ -64,4 +64,3 @@ def test_until_cuts_the_stages_and_a_gpu_recipe_dry_runs_on_this_cpu(workdir, ca
     assert "train.yaml" in out and "export.yaml" not in out and "bf16: true" in out
     assert cli_main(["run", "qwen3-4b-lora-cuda", "--until", "train"]) == 2  # a real run needs the GPU
     assert "hardware: cuda was asked for" in capsys.readouterr().err
-

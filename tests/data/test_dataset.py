@@ -21,7 +21,7 @@ def read_jsonl(path):
 
 
 def test_samples_export_cleanly(tmp_path):
-    from repo_paths import SAMPLES
+    from support import SAMPLES
 
     report = export_dataset(read_file(SAMPLES), "samples", tmp_path)
     assert (report.read, report.written, sum(report.skipped.values())) == (40, 40, 0)

@@ -7,11 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from pipeline_support import recipe_text
+from support import wait_for
 
 from orchestrator.cli import main
 from orchestrator.stages import data as data_stage
@@ -89,15 +89,6 @@ def pids_with(marker: str) -> list[str]:
     return subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
 
 
-def wait_for(predicate, timeout=20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def test_kill_9_leaves_no_trainer_and_a_second_run_refuses_while_the_first_lives(workdir, fake_cli, local_model):
     marker = f"fake-trainer-{os.getpid()}"
     recipe = write_recipe(workdir, recipe_text(local_model))
@@ -113,7 +104,7 @@ def test_kill_9_leaves_no_trainer_and_a_second_run_refuses_while_the_first_lives
     assert second.returncode == 1 and f"is in use by pid {first.pid}" in second.stderr
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
-    assert wait_for(lambda: not pids_with(marker)), pids_with(marker)
+    assert wait_for(lambda: not pids_with(marker), timeout=20), pids_with(marker)
 
 
 def lf_path(workdir: Path) -> str:
