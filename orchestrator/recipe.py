@@ -10,6 +10,7 @@ import difflib
 import math
 import re
 import sys
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -77,18 +78,63 @@ class ModelSpec(Section):
         return self.resolved_template == "qwen3" and self.enable_thinking
 
 
-class FileSource(Section):
+class SourceFilters(Section):
+    """What every source can be narrowed to."""
+
+    models: list[str] | None = Field(
+        None, description="Only chats answered by these models (globs on the model name, e.g. 'qwen3:*')"
+    )
+    since: date | None = Field(None, description="Only chats started on or after this day (YYYY-MM-DD)")
+    until: date | None = Field(None, description="Only chats started on or before this day (YYYY-MM-DD)")
+    min_turns: int = Field(1, ge=1, description="Only chats with at least this many assistant replies")
+
+
+class FileSource(SourceFilters):
     type: Literal["file"]
     path: str = Field(description="A .json or .jsonl file of conversations (Ollama/OpenAI messages or ShareGPT)")
 
 
-class MemorySource(Section):
+class MemorySource(SourceFilters):
     type: Literal["memory"]
     path: str = Field("data/ollama_memory.db", description="The memory store written by `orchestrator chat`")
     sessions: list[str] | None = Field(None, description="Only these session ids (all when omitted)")
 
 
-Source = Annotated[FileSource | MemorySource, Field(discriminator="type")]
+class OllamaAppSource(SourceFilters):
+    type: Literal["ollama_app"]
+    path: str | None = Field(None, description="The Ollama desktop app's db.sqlite (default: its place on this OS)")
+
+
+class OpenWebUISource(SourceFilters):
+    type: Literal["open_webui"]
+    path: str = Field(description="An Open WebUI 'Export Chats' JSON file, or its webui.db")
+
+
+class OllamaSavedSource(SourceFilters):
+    type: Literal["ollama_saved"]
+    host: str | None = Field(None, description="The Ollama server (default: OLLAMA_HOST, then 127.0.0.1:11434)")
+    names: list[str] | None = Field(
+        None, description="Models saved with /save in `ollama run` (default: every model that carries messages)"
+    )
+
+
+class ChatGPTSource(SourceFilters):
+    type: Literal["chatgpt"]
+    path: str = Field(description="conversations.json from a ChatGPT data export")
+
+
+SOURCE_TYPES = {
+    "file": FileSource,
+    "memory": MemorySource,
+    "ollama_app": OllamaAppSource,
+    "open_webui": OpenWebUISource,
+    "ollama_saved": OllamaSavedSource,
+    "chatgpt": ChatGPTSource,
+}
+Source = Annotated[
+    FileSource | MemorySource | OllamaAppSource | OpenWebUISource | OllamaSavedSource | ChatGPTSource,
+    Field(discriminator="type"),
+]
 
 
 class DataSpec(Section):
@@ -99,6 +145,10 @@ class DataSpec(Section):
     )
     dataset_dir: str = Field("data", description="Folder of dataset_info.json and the exported .jsonl")
     sources: list[Source] = Field(min_length=1, description="Where the conversations come from")
+    redact: bool = Field(True, description="Replace secrets (API keys, tokens, passwords, e-mails...) by placeholders")
+    near_duplicates: float | None = Field(
+        0.9, gt=0, le=1, description="Drop conversations this similar to a kept one (MinHash Jaccard); null: off"
+    )
 
 
 class TrainSpec(Section):
@@ -303,7 +353,7 @@ def validate_recipe(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
 
 def _describe(err: dict[str, Any]) -> str:
     loc = [str(p) for p in err["loc"] if not str(p).startswith(("function-after", "tagged-union"))]
-    key = ".".join(loc).replace(".file.", ".").replace(".memory.", ".") or "(top level)"
+    key = ".".join(part for part in loc if part not in SOURCE_TYPES) or "(top level)"
     key = re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", key)
     if err["type"] == "extra_forbidden":
         parent = _model_at(loc[:-1])
@@ -325,8 +375,8 @@ def _model_at(loc: list[str]) -> type[BaseModel] | None:
     model: type[BaseModel] | None = Recipe
     for part in loc:
         if model is None or part.isdigit() or part not in model.model_fields:
-            if part in ("file", "memory"):
-                model = {"file": FileSource, "memory": MemorySource}[part]
+            if part in SOURCE_TYPES:
+                model = SOURCE_TYPES[part]
             continue
         annotation = model.model_fields[part].annotation
         model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None

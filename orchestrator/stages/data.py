@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.manifest import file_stat
 from orchestrator.manifest import fingerprint as _fingerprint
@@ -12,7 +12,7 @@ from orchestrator.run import RunContext, StageResult
 
 if TYPE_CHECKING:
     from orchestrator.dataset import ExportReport
-    from orchestrator.recipe import FileSource, MemorySource
+    from orchestrator.recipe import FileSource, MemorySource, Recipe
 
 NAME = "data"
 
@@ -23,30 +23,64 @@ def export(
     dataset_dir: str | Path = "data",
     *,
     keep_thinking: bool = True,
+    **cleaning: Any,
 ) -> ExportReport:
     """Read every source, repair or skip (and count) what LLaMA-Factory could not train on, and write
-    ``<dataset_dir>/<name>.jsonl`` plus its entry in ``dataset_info.json``."""
+    ``<dataset_dir>/<name>.jsonl`` plus its entry in ``dataset_info.json``.
+
+    ``cleaning``: ``export_dataset``'s ``redact``, ``near_duplicates``, ``cutoff_len``, ``template`` and
+    ``enable_thinking`` (the recipe's defaults when omitted).
+    """
     from orchestrator.dataset import export_dataset
     from orchestrator.sources import read_sources
 
-    return export_dataset(read_sources(sources), name, dataset_dir, keep_thinking=keep_thinking)
+    return export_dataset(read_sources(sources), name, dataset_dir, keep_thinking=keep_thinking, **cleaning)
+
+
+def cleaning_options(recipe: Recipe) -> dict[str, Any]:
+    """What the recipe asks of the export besides its sources: redaction, near duplicates, and what the
+    token counts are measured against (the training template and cutoff_len)."""
+    return {
+        "redact": recipe.data.redact,
+        "near_duplicates": recipe.data.near_duplicates,
+        "cutoff_len": recipe.train.cutoff_len,
+        "template": recipe.model.resolved_template,
+        "enable_thinking": recipe.model.enable_thinking,
+    }
 
 
 def fingerprint(run: RunContext) -> str:
+    """The data config and the source files as they are now. A source that reads a server (saved
+    ``ollama run`` sessions) has no files to go by: then the stage always reruns (the train stage still
+    skips when the dataset it writes comes out the same)."""
+    import time
+
+    from orchestrator.sources import source_files
+
     recipe = run.recipe
-    stats = [file_stat(Path(s.path)) for s in recipe.data.sources]
-    return _fingerprint(recipe.data.model_dump(), recipe.model.keeps_thinking, stats)
+    stats = [file_stat(path) for spec in recipe.data.sources for path in source_files(spec)]
+    live = [time.time_ns()] if any(spec.type == "ollama_saved" for spec in recipe.data.sources) else []
+    options = cleaning_options(recipe)
+    return _fingerprint(recipe.data.model_dump(mode="json"), recipe.model.keeps_thinking, options, stats, live)
 
 
 def run(run: RunContext) -> StageResult:
     recipe = run.recipe
     report = export(
-        recipe.data.sources, recipe.dataset_name, run.dataset_dir, keep_thinking=recipe.model.keeps_thinking
+        recipe.data.sources,
+        recipe.dataset_name,
+        run.dataset_dir,
+        keep_thinking=recipe.model.keeps_thinking,
+        **cleaning_options(recipe),
     )
     for line in report.lines():
         run.reporter.info(line)
     return StageResult(
         inputs={"sources": [s.model_dump() for s in recipe.data.sources]},
-        outputs={"dataset": str(report.dataset_path), "dataset_info": str(report.info_path)},
+        outputs={
+            "dataset": str(report.dataset_path),
+            "dataset_info": str(report.info_path),
+            "report": str(report.report_path),
+        },
         details=report.to_dict(),
     )

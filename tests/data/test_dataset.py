@@ -171,7 +171,12 @@ def test_dataset_info_other_entries_untouched(tmp_path):
     assert data["alpaca_en"] == other["alpaca_en"]
     assert data["mine"]["file_name"] == "mine.jsonl" and data["mine"]["formatting"] == "sharegpt"
     # no temp files; the lock file of dataset_info.json stays (removing it would race with a waiting export)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".dataset_info.json.lock", "dataset_info.json", "mine.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".dataset_info.json.lock",
+        "dataset_info.json",
+        "mine.jsonl",
+        "mine.report.json",
+    ]
 
 
 def test_broken_dataset_info_is_not_overwritten(tmp_path):
