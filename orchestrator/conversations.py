@@ -168,6 +168,18 @@ class Message:
 
 
 @dataclass
+class PreferencePair:
+    """Two answers to the same history, one preferred: a rated-up (or kept) answer and a rated-down (or
+    discarded) sibling of it. ``prompt`` is the shared history, system messages included, ending on the
+    user turn both answer."""
+
+    prompt: list[Message]
+    chosen: Message
+    rejected: Message
+    where: str = ""
+
+
+@dataclass
 class Conversation:
     """One conversation: its messages in order, the tools offered, and where it came from."""
 
@@ -181,6 +193,8 @@ class Conversation:
     where: str = field(default="", compare=False)
     # when the chat started (timezone-aware), where the source keeps it; for the since/until filters
     created_at: datetime | None = field(default=None, compare=False)
+    # answers the source keeps beside the kept ones (Open WebUI regenerations), as preference pairs
+    preferences: list[PreferencePair] = field(default_factory=list, compare=False)
 
     @property
     def system(self) -> str | None:

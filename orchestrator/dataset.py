@@ -22,7 +22,7 @@ from typing import Any
 from orchestrator.chat_templates import canonical_arguments, canonical_tools
 from orchestrator.cleaning.dedupe import NearDuplicates, record_text
 from orchestrator.cleaning.redact import check_available, redact_conversation
-from orchestrator.cleaning.report import cleaning_lines
+from orchestrator.cleaning.split import EVAL_SUFFIX, Splitter
 from orchestrator.cleaning.tokens import TokenCounter, summarize
 from orchestrator.conversations import (
     Conversation,
@@ -34,101 +34,33 @@ from orchestrator.conversations import (
     json_type,
     too_deep,
 )
+from orchestrator.dataset_info import (
+    INFO_FILE,
+    LOCK_FILE,
+    check_name,
+    dataset_entry,
+    ranking_entry,
+    read_dataset_info,
+)
 from orchestrator.errors import UsageError
+from orchestrator.export_report import LONG_MESSAGE_CHARS, NEAR_DUPLICATES, ExportReport
 from orchestrator.fsutil import atomic_path, file_lock, write_json
 from orchestrator.recipe import DataSpec, TrainSpec
-from orchestrator.text import counted
 
 THINK_OPEN, THINK_CLOSE = "<think>\n", "\n</think>\n\n"
 # Several tool results in a row become one observation turn; LLaMA-Factory wraps the observation in
 # <tool_response> tags, so joining with this separator yields Qwen3's own layout for parallel results.
 TOOL_RESULT_JOIN = "\n</tool_response>\n<tool_response>\n"
-LONG_MESSAGE_CHARS = 32_768
 _INLINE_THINK = re.compile(r"^\s*<think>(.*?)</think>\s*", re.DOTALL)
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-# NAME.jsonl and its temporary name (".NAME.jsonl.<pid>.tmp") must fit the 255-byte file name limit.
-MAX_NAME_LENGTH = 200
-INFO_FILE = "dataset_info.json"
-LOCK_FILE = ".dataset_info.json.lock"
 REPORT_SUFFIX = ".report.json"  # NAME.report.json, beside NAME.jsonl
 # The recipe's defaults, so an export from Python or `orchestrator data export` cleans as a run does.
 REDACT = DataSpec.model_fields["redact"].default
-NEAR_DUPLICATES = DataSpec.model_fields["near_duplicates"].default
 CUTOFF_LEN = TrainSpec.model_fields["cutoff_len"].default
+EVAL_SPLIT = DataSpec.model_fields["eval_split"].default
 
 
 class Skip(Exception):
     """Raised by the repair steps when a conversation cannot be used; the message is the reason."""
-
-
-@dataclass
-class ExportReport:
-    name: str
-    dataset_path: Path | None = None
-    info_path: Path | None = None
-    read: int = 0
-    written: int = 0
-    skipped: Counter = field(default_factory=Counter)
-    repaired: Counter = field(default_factory=Counter)
-    examples: dict[str, list[str]] = field(default_factory=dict)
-    long_messages: int = 0
-    report_path: Path | None = None
-    redact: bool = True
-    redacted: Counter = field(default_factory=Counter)
-    exact_duplicates: int = 0
-    near_duplicates: int = 0
-    near_threshold: float | None = NEAR_DUPLICATES
-    template: str = "qwen3"
-    tokens: dict[str, Any] | None = None
-    tokens_unavailable: str | None = None
-
-    def skip(self, reason: str, where: str) -> None:
-        self.skipped[reason] += 1
-        self.examples.setdefault(reason, [])
-        if len(self.examples[reason]) < 3:
-            self.examples[reason].append(where)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "dataset": str(self.dataset_path) if self.dataset_path else None,
-            "read": self.read,
-            "written": self.written,
-            "skipped": dict(self.skipped),
-            "repaired": dict(self.repaired),
-            "examples": self.examples,
-            "long_messages": self.long_messages,
-            "report": str(self.report_path) if self.report_path else None,
-            "redact": self.redact,
-            "redacted": dict(self.redacted),
-            "duplicates": {"exact": self.exact_duplicates, "near": self.near_duplicates},
-            "near_threshold": self.near_threshold,
-            "template": self.template,
-            "tokens": self.tokens,
-            "tokens_unavailable": self.tokens_unavailable,
-        }
-
-    def lines(self) -> list[str]:
-        """The report as human-readable lines."""
-        skipped = sum(self.skipped.values())
-        read = counted(self.read, "conversation")
-        out = [f"dataset {self.name}: {read} read, {self.written} written, {skipped} skipped"]
-        for reason, count in self.skipped.most_common():
-            out.append(f"  skipped {count:>5}  {reason} (e.g. {', '.join(self.examples.get(reason, []))})")
-        for kind, count in self.repaired.most_common():
-            out.append(f"  repaired {count:>4}  {kind}")
-        if self.long_messages:
-            out.append(
-                f"  note: {counted(self.long_messages, 'conversation')} "
-                f"{'holds' if self.long_messages == 1 else 'hold'} a message over {LONG_MESSAGE_CHARS:,} "
-                "characters; LLaMA-Factory cuts each example at cutoff_len tokens"
-            )
-        out += cleaning_lines(self)
-        if self.dataset_path:
-            out.append(f"  wrote {self.dataset_path} and the '{self.name}' entry of {self.info_path}")
-        if self.report_path:
-            out.append(f"  wrote this report as {self.report_path}")
-        return out
 
 
 def repair(conv: Conversation, *, keep_thinking: bool = True) -> tuple[list[Message], str, Counter]:
@@ -257,45 +189,6 @@ def to_sharegpt(turns: list[Message], system: str, tools: list[dict[str, Any]]) 
     return {"conversations": out, "system": system, "tools": tools_text}
 
 
-def dataset_entry(file_name: str) -> dict[str, Any]:
-    return {
-        "file_name": file_name,
-        "formatting": "sharegpt",
-        "columns": {"messages": "conversations", "system": "system", "tools": "tools"},
-    }
-
-
-def read_dataset_info(info_path: Path) -> dict[str, Any]:
-    """The datasets of ``dataset_info.json`` (empty when it does not exist); anything but a JSON object of
-    datasets is a UsageError, raised before the export changes anything."""
-    try:
-        text = info_path.read_bytes()
-    except (FileNotFoundError, NotADirectoryError):
-        return {}  # a folder still to create (or a path that cannot be one: the write says so)
-    except OSError as exc:
-        raise UsageError(f"cannot read {info_path}: {exc.strerror}; nothing was changed") from None
-    try:
-        info = json.loads(text.decode("utf-8-sig"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise UsageError(f"{info_path}: not valid JSON ({exc}); fix or remove it, nothing was changed") from None
-    if not isinstance(info, dict):
-        raise UsageError(
-            f"{info_path}: expected a JSON object of datasets, got {json_type(info)}; fix or remove it, "
-            "nothing was changed"
-        )
-    return info
-
-
-def check_name(name: str) -> str:
-    if not NAME_PATTERN.match(name):
-        raise UsageError(f"dataset name '{name}' is not allowed; use letters, digits, '_', '-' and '.'")
-    if len(name) > MAX_NAME_LENGTH:
-        raise UsageError(
-            f"dataset name '{name[:20]}...' is too long ({len(name)} characters); use at most {MAX_NAME_LENGTH}"
-        )
-    return name
-
-
 def export_dataset(
     items: Iterable[Conversation | SkippedRecord],
     name: str,
@@ -307,12 +200,17 @@ def export_dataset(
     cutoff_len: int | None = CUTOFF_LEN,
     template: str = "qwen3",
     enable_thinking: bool | None = None,
+    eval_split: float = EVAL_SPLIT,
+    preferences: bool = False,
 ) -> ExportReport:
     """Write ``<dataset_dir>/<name>.jsonl``, its dataset_info.json entry and ``<name>.report.json``.
 
     Secrets are replaced by placeholders (``redact``), exact and near duplicates (MinHash similarity at
     least ``near_duplicates``; None: off) dropped, and the written conversations measured in Qwen3 tokens
     as ``template`` renders them (``enable_thinking``: default ``keep_thinking``) against ``cutoff_len``.
+    ``eval_split`` (a share in (0, 1) or a count) holds conversations out in ``<name>_eval.jsonl``, its own
+    dataset_info.json entry, chosen by the hash of each conversation's id (see ``cleaning.split``).
+    ``preferences`` also writes the conversations' preference pairs as the ranking dataset ``<name>_pref``.
 
     A dataset_info.json that is not a JSON object of datasets stops the export before anything is
     replaced: it is checked before the sources are read and again, under its lock, before NAME.jsonl
@@ -330,23 +228,36 @@ def export_dataset(
     steps = _Steps(redact, near, keep_thinking, TokenCounter(template, thinking))
     items = iter(items)
     first = next(items, None)  # a source that cannot be read at all fails before any folder is made
-    target = dataset_dir / f"{name}.jsonl"
+    from orchestrator.preferences import PREF_SUFFIX, PairWriter
+
+    eval_name, pref_name = f"{name}{EVAL_SUFFIX}", f"{name}{PREF_SUFFIX}"
+    wanted = [name] + [eval_name] * bool(eval_split) + [pref_name] * preferences
+    targets = {entry: dataset_dir / f"{entry}.jsonl" for entry in wanted}
     report = ExportReport(name=name, redact=redact, near_threshold=near_duplicates, template=template)
     with contextlib.ExitStack() as locked:
-        with atomic_path(target) as tmp:
-            with open(tmp, "wb") as handle:
-                _write_records(itertools.chain([] if first is None else [first], items), handle, report, steps)
+        with contextlib.ExitStack() as files:
+            handles = {entry: _open_target(files, target) for entry, target in targets.items()}
+            steps.splitter = Splitter(eval_split, handles[name], handles.get(eval_name))
+            if preferences:
+                steps.pairs = PairWriter(handles[pref_name], redact=redact, keep_thinking=keep_thinking)
+            _write_records(itertools.chain([] if first is None else [first], items), report, steps)
+            steps.splitter.finish()
+            report.eval_written = steps.splitter.eval_written
+            if steps.pairs:
+                report.pairs, report.pairs_skipped = steps.pairs.written, steps.pairs.skipped
+            for handle in handles.values():
                 handle.flush()
                 os.fsync(handle.fileno())
-            if report.written == 0:
-                raise UsageError(_nothing_written(name, report))
+            _check_written(name, report, eval_split, preferences)
             # Exports into one folder read, change and write dataset_info.json one at a time, so none loses
             # another's entry; held until it is written. The lock file stays (removing it would race).
             locked.enter_context(file_lock(dataset_dir / LOCK_FILE, what=str(info_path)))
             info = read_dataset_info(info_path)
-        info[name] = dataset_entry(target.name)  # NAME.jsonl is in place: register it
+        for entry, target in targets.items():  # every file is in place: register them
+            info[entry] = ranking_entry(target.name) if entry == pref_name else dataset_entry(target.name)
         write_json(info_path, info)
-    report.dataset_path, report.info_path = target, info_path
+    report.dataset_path, report.info_path = targets[name], info_path
+    report.eval_path, report.pref_path = targets.get(eval_name), targets.get(pref_name)
     steps.tokens.flush()
     report.tokens_unavailable = steps.tokens.unavailable
     report.tokens = None if steps.tokens.unavailable else summarize(steps.tokens.lengths, cutoff_len)
@@ -364,16 +275,46 @@ class _Steps:
     keep_thinking: bool
     tokens: TokenCounter
     seen: set[str] = field(default_factory=set)
+    splitter: Splitter | None = None
+    pairs: Any = None  # a preferences.PairWriter when preference pairs are exported
 
 
-def _write_records(
-    items: Iterable[Conversation | SkippedRecord], handle: Any, report: ExportReport, steps: _Steps
-) -> None:
+def _open_target(files: contextlib.ExitStack, target: Path) -> Any:
+    """A binary handle on ``target``'s temporary name; renamed into place when ``files`` closes cleanly."""
+    tmp = files.enter_context(atomic_path(target))
+    return files.enter_context(open(tmp, "wb"))
+
+
+def _check_written(name: str, report: ExportReport, eval_split: float, preferences: bool) -> None:
+    if report.written == 0:
+        raise UsageError(_nothing_written(name, report))
+    if preferences and not report.pairs:
+        raise UsageError(
+            f"data.preferences: none of the {report.read} conversations read holds a usable preference pair "
+            "(rate answers up or down, or regenerate them, in Open WebUI); nothing was written"
+        )
+    if not eval_split:
+        return
+    if report.eval_written == 0:
+        raise UsageError(
+            f"data.eval_split: {eval_split} holds out none of the {report.written} conversations written; "
+            "give a count instead (e.g. eval_split: 1); nothing was written"
+        )
+    if report.eval_written == report.written:
+        raise UsageError(
+            f"data.eval_split: {eval_split} holds out all {report.written} conversations written, leaving "
+            "none to train on; hold out fewer; nothing was written"
+        )
+
+
+def _write_records(items: Iterable[Conversation | SkippedRecord], report: ExportReport, steps: _Steps) -> None:
     for item in items:
         report.read += 1
         if isinstance(item, SkippedRecord):
             report.skip(item.reason, f"{item.source} {item.record}")
             continue
+        if steps.pairs:
+            steps.pairs.add(item)
         try:
             line, record, turns, system, fixes, redacted = _record_line(item, steps)
         except Skip as exc:
@@ -392,7 +333,7 @@ def _write_records(
         report.repaired.update(fixes)
         report.redacted.update(redacted)
         report.long_messages += any(len(m.content) > LONG_MESSAGE_CHARS for m in turns)
-        handle.write(line)
+        steps.splitter.write(item.id, line)
         report.written += 1
         steps.tokens.add(turns, system, item.tools)
 

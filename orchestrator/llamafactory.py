@@ -61,15 +61,20 @@ def train_config(recipe: Recipe, hw: Hardware, *, model_path: str, dataset_dir: 
     }
     if recipe.model.resolved_template == "qwen3":
         config["enable_thinking"] = recipe.model.enable_thinking
+    if t.stage == "dpo":
+        config.update(stage="dpo", dataset=f"{recipe.dataset_name}_pref", pref_beta=t.pref_beta, pref_loss="sigmoid")
     if t.max_steps:
         config["max_steps"] = t.max_steps
     else:
         config["num_train_epochs"] = t.num_train_epochs
     if t.max_samples:
         config["max_samples"] = t.max_samples
+    held_out = {"eval_dataset": f"{recipe.dataset_name}_eval"} if recipe.data.eval_split else {}
     if t.val_size:
+        held_out = {"val_size": t.val_size}
+    if held_out:
         config.update(
-            val_size=t.val_size,
+            held_out,
             per_device_eval_batch_size=t.per_device_train_batch_size,
             eval_strategy="steps",
             eval_steps=t.save_steps,

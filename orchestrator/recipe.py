@@ -10,15 +10,26 @@ import difflib
 import math
 import re
 import sys
-from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from orchestrator.errors import RecipeError
 from orchestrator.gguf.types import ADAPTER_TYPES, OUT_TYPES
+from orchestrator.recipe_sources import (
+    SOURCE_TYPES,
+    ChatGPTSource,
+    FileSource,
+    MemorySource,
+    OllamaAppSource,
+    OllamaSavedSource,
+    OpenWebUISource,
+    Section,
+    Source,
+    SourceFilters,
+)
 
 STAGES = ("data", "train", "merge", "gguf", "register")
 TINY_MODEL = "tiny-qwen3"
@@ -46,11 +57,19 @@ def _shipped_root() -> Path:
 SHIPPED_ROOT = _shipped_root()
 SHIPPED_DIR = SHIPPED_ROOT / "recipes"
 DEFAULT_RECIPE = "quickstart"
-
-
-class Section(BaseModel):
-    # allow_inf_nan: `learning_rate: .inf` would train to an all-NaN adapter and report success.
-    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
+# Re-exported: the source schemas live in recipe_sources.py but are part of the recipe's names.
+__all__ = [
+    "SOURCE_TYPES",
+    "Section",
+    "ChatGPTSource",
+    "FileSource",
+    "MemorySource",
+    "OllamaAppSource",
+    "OllamaSavedSource",
+    "OpenWebUISource",
+    "Source",
+    "SourceFilters",
+]
 
 
 class ModelSpec(Section):
@@ -78,65 +97,6 @@ class ModelSpec(Section):
         return self.resolved_template == "qwen3" and self.enable_thinking
 
 
-class SourceFilters(Section):
-    """What every source can be narrowed to."""
-
-    models: list[str] | None = Field(
-        None, description="Only chats answered by these models (globs on the model name, e.g. 'qwen3:*')"
-    )
-    since: date | None = Field(None, description="Only chats started on or after this day (YYYY-MM-DD)")
-    until: date | None = Field(None, description="Only chats started on or before this day (YYYY-MM-DD)")
-    min_turns: int = Field(1, ge=1, description="Only chats with at least this many assistant replies")
-
-
-class FileSource(SourceFilters):
-    type: Literal["file"]
-    path: str = Field(description="A .json or .jsonl file of conversations (Ollama/OpenAI messages or ShareGPT)")
-
-
-class MemorySource(SourceFilters):
-    type: Literal["memory"]
-    path: str = Field("data/ollama_memory.db", description="The memory store written by `orchestrator chat`")
-    sessions: list[str] | None = Field(None, description="Only these session ids (all when omitted)")
-
-
-class OllamaAppSource(SourceFilters):
-    type: Literal["ollama_app"]
-    path: str | None = Field(None, description="The Ollama desktop app's db.sqlite (default: its place on this OS)")
-
-
-class OpenWebUISource(SourceFilters):
-    type: Literal["open_webui"]
-    path: str = Field(description="An Open WebUI 'Export Chats' JSON file, or its webui.db")
-
-
-class OllamaSavedSource(SourceFilters):
-    type: Literal["ollama_saved"]
-    host: str | None = Field(None, description="The Ollama server (default: OLLAMA_HOST, then 127.0.0.1:11434)")
-    names: list[str] | None = Field(
-        None, description="Models saved with /save in `ollama run` (default: every model that carries messages)"
-    )
-
-
-class ChatGPTSource(SourceFilters):
-    type: Literal["chatgpt"]
-    path: str = Field(description="conversations.json from a ChatGPT data export")
-
-
-SOURCE_TYPES = {
-    "file": FileSource,
-    "memory": MemorySource,
-    "ollama_app": OllamaAppSource,
-    "open_webui": OpenWebUISource,
-    "ollama_saved": OllamaSavedSource,
-    "chatgpt": ChatGPTSource,
-}
-Source = Annotated[
-    FileSource | MemorySource | OllamaAppSource | OpenWebUISource | OllamaSavedSource | ChatGPTSource,
-    Field(discriminator="type"),
-]
-
-
 class DataSpec(Section):
     name: str | None = Field(
         None,
@@ -149,9 +109,31 @@ class DataSpec(Section):
     near_duplicates: float | None = Field(
         0.9, gt=0, le=1, description="Drop conversations this similar to a kept one (MinHash Jaccard); null: off"
     )
+    eval_split: int | float = Field(
+        0,
+        ge=0,
+        description="Conversations held out in <name>_eval for evaluation: a share in (0, 1) or a whole count; "
+        "chosen by a hash of each conversation's id, so new chats never move an old one; 0: none",
+    )
+    preferences: bool = Field(
+        False,
+        description="Open WebUI sources: also export <name>_pref, preference pairs from rated or regenerated "
+        "answers (chosen: rated up or kept; rejected: rated down or not kept), for train.stage: dpo",
+    )
+
+    @field_validator("eval_split")
+    @classmethod
+    def _whole_count(cls, value: float) -> float:
+        if value >= 1 and value != int(value):
+            raise ValueError("give a share below 1 or a whole count of conversations")
+        return int(value) if value >= 1 else value
 
 
 class TrainSpec(Section):
+    stage: Literal["sft", "dpo"] = Field(
+        "sft", description="sft: learn the conversations; dpo: learn the preference pairs (data.preferences)"
+    )
+    pref_beta: float = Field(0.1, gt=0, description="dpo: how far from the base model the preferences may pull")
     num_train_epochs: float = Field(3.0, gt=0)
     max_steps: int | None = Field(None, gt=0, description="When set, wins over num_train_epochs")
     learning_rate: float = Field(1e-4, gt=0)
@@ -162,7 +144,9 @@ class TrainSpec(Section):
     lora_target: str = Field("all", description="'all' or a comma-separated list of module names")
     per_device_train_batch_size: int = Field(1, gt=0)
     gradient_accumulation_steps: int = Field(8, gt=0)
-    val_size: float = Field(0.0, ge=0, lt=1, description="Share of the data held out for evaluation")
+    val_size: float = Field(
+        0.0, ge=0, lt=1, description="Share of the data LLaMA-Factory holds out at random (see data.eval_split)"
+    )
     lr_scheduler_type: str = "cosine"
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     logging_steps: int = Field(5, gt=0)
@@ -229,9 +213,20 @@ class Recipe(Section):
                 f"gguf.type {self.gguf.type} cannot hold a LoRA adapter (ollama.serve: adapter); "
                 f"use one of {', '.join(ADAPTER_TYPES)}"
             )
+        if self.data.eval_split and self.train.val_size:
+            raise ValueError("data.eval_split and train.val_size both hold data out; keep one")
+        self._check_preferences()
         if self.gguf.type is None:
             self.gguf.type = "f16" if self.ollama.serve == "adapter" else "q8_0"
         return self
+
+    def _check_preferences(self) -> None:
+        if self.data.preferences and not any(s.type == "open_webui" for s in self.data.sources):
+            raise ValueError("data.preferences needs an open_webui source (the one that keeps rated answers)")
+        if self.train.stage == "dpo" and not self.data.preferences:
+            raise ValueError("train.stage: dpo trains on preference pairs; set data.preferences: true")
+        if self.train.stage == "dpo" and self.data.eval_split:
+            raise ValueError("train.stage: dpo cannot evaluate on data.eval_split (not preference pairs); drop it")
 
     @property
     def dataset_name(self) -> str:
@@ -253,7 +248,7 @@ PIPELINE_OWNED: dict[str, dict[str, str]] = {
         "template": "set model.template",
         "enable_thinking": "set model.enable_thinking",
         "finetuning_type": "the pipeline trains LoRA adapters (method: lora or qlora)",
-        "stage": "the pipeline runs supervised fine-tuning (sft)",
+        "stage": "set train.stage (sft or dpo)",
         "do_train": "the pipeline always trains",
         "overwrite_output_dir": _RUN,
     },

@@ -75,3 +75,35 @@ def test_passthrough_keys_win(tmp_path):
     _, train, export = configs_for(recipe, HARDWARE["cpu"])
     assert train["lr_scheduler_type"] == "linear" and train["neat_packing"] is True
     assert export["export_size"] == 2
+
+
+def test_llamafactory_accepts_the_held_out_dataset(lf_parsers, tmp_path):
+    get_train_args, _, _ = lf_parsers
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text((SHIPPED_DIR / "quickstart.yaml").read_text() + "\n")
+    text = recipe.read_text().replace("data:\n", "data:\n  eval_split: 0.1\n", 1)
+    recipe.write_text(text)
+    _, train_yaml, _ = configs_for(recipe, HARDWARE["cpu"])
+    train_yaml["output_dir"] = str(tmp_path / "adapter")
+    _, data_args, training_args, _, _ = get_train_args(dict(train_yaml))
+    assert data_args.eval_dataset == [f"{load_recipe(recipe)[0].dataset_name}_eval"]
+    assert training_args.eval_strategy == "steps" and data_args.val_size == 0.0
+
+
+def test_llamafactory_accepts_the_dpo_config(lf_parsers, tmp_path):
+    get_train_args, _, _ = lf_parsers
+    recipe = tmp_path / "r.yaml"
+    text = (SHIPPED_DIR / "quickstart.yaml").read_text()
+    text = text.replace("data:\n", "data:\n  preferences: true\n", 1).replace("train:\n", "train:\n  stage: dpo\n", 1)
+    recipe.write_text(
+        text.replace(
+            "- type: file\n      path: data/samples/conversations.jsonl", "- type: open_webui\n      path: x.json"
+        )
+    )
+    _, train_yaml, _ = configs_for(recipe, HARDWARE["cpu"])
+    train_yaml["output_dir"] = str(tmp_path / "adapter")
+    _, data_args, _, finetuning_args, _ = get_train_args(dict(train_yaml))
+    assert (
+        finetuning_args.stage == "dpo" and finetuning_args.pref_beta == 0.1 and finetuning_args.pref_loss == "sigmoid"
+    )
+    assert data_args.dataset == [f"{load_recipe(recipe)[0].dataset_name}_pref"]

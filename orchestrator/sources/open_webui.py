@@ -5,18 +5,29 @@ Messages form a tree (edits and regenerations are siblings); the conversation ke
 ``history.currentId`` up through ``parentId`` to the root. Older exports carry a flat ``messages`` list,
 or items without the ``chat`` wrapper. A parent that is missing ends the path there (counted); a cycle
 skips the chat. Files and images on a message are not text: each is a counted skip.
+
+Sibling answers to one user turn become preference pairs: the thumbs up or down on a message
+(``annotation.rating``: 1 or -1) decides first, then whether it is the kept one (on the currentId path).
 """
 
 from __future__ import annotations
 
 import codecs
+import itertools
 import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from orchestrator.conversations import Conversation, Message, SkippedRecord, json_type, loads_json
+from orchestrator.conversations import (
+    Conversation,
+    Message,
+    PreferencePair,
+    SkippedRecord,
+    json_type,
+    loads_json,
+)
 from orchestrator.errors import UsageError
 from orchestrator.sources import MissingSource
 from orchestrator.sources.filters import parse_time
@@ -177,7 +188,10 @@ def chat_conversation(item: Any, source: str, where: str) -> Iterator[Conversati
         model = models[0]
     started = parse_time(item.get("created_at")) or parse_time(chat.get("timestamp"))
     title = item.get("title") or chat.get("title")
+    kept = {raw.get("id") for raw in path if isinstance(raw, dict)}
+    system_messages = [m for m in messages[:1] if m.role == "system"]
     yield Conversation(
+        preferences=preference_pairs(chat, kept, system_messages, f"{source} {where}"),
         id=chat_id,
         messages=messages,
         source=source,
@@ -230,3 +244,52 @@ def _message(raw: Any) -> Message | str:
             thinking = "\n".join(line.removeprefix(">").removeprefix(" ") for line in lines).strip() or None
             content = _REASONING.sub("", content).strip()
     return Message(ROLES[role], content, thinking=thinking)
+
+
+def preference_pairs(chat: dict[str, Any], kept: set[Any], system: list[Message], where: str) -> list[PreferencePair]:
+    """Pairs of sibling answers where one is preferred: rated higher (up over unrated over down), or,
+    both unrated, kept over not kept. The prompt is the history down to the user turn they answer."""
+    history = chat.get("history")
+    tree = history.get("messages") if isinstance(history, dict) else None
+    if not isinstance(tree, dict):
+        return []
+    siblings: dict[str, list[dict[str, Any]]] = {}
+    for node in tree.values():
+        if isinstance(node, dict) and node.get("role") == "assistant" and isinstance(node.get("parentId"), str):
+            siblings.setdefault(node["parentId"], []).append(node)
+    pairs = []
+    for parent_id, answers in siblings.items():
+        prompt = [_message(node) for node in _branch_to(tree, parent_id)] if len(answers) > 1 else []
+        if not prompt or any(isinstance(m, str) for m in prompt) or prompt[-1].role != "user":
+            continue
+        for a, b in itertools.combinations(answers, 2):
+            (ra, ka), (rb, kb) = _rank(a, kept), _rank(b, kept)
+            if ra == rb and (ra != 0 or ka == kb):
+                continue  # equally rated, or both unrated and both (not) kept: no preference
+            better, worse = (a, b) if (ra, ka) > (rb, kb) else (b, a)
+            chosen, rejected = _message(better), _message(worse)
+            if isinstance(chosen, Message) and isinstance(rejected, Message):
+                pairs.append(PreferencePair(system + prompt, chosen, rejected, f"{where}, message {better.get('id')}"))
+    return pairs
+
+
+def _rank(node: dict[str, Any], kept: set[Any]) -> tuple[int, bool]:
+    annotation = node.get("annotation")
+    rating = annotation.get("rating") if isinstance(annotation, dict) else None
+    valid = isinstance(rating, (int, float)) and not isinstance(rating, bool) and rating in (1, -1)
+    return (int(rating) if valid else 0), node.get("id") in kept
+
+
+def _branch_to(tree: dict[str, Any], node_id: str) -> list[Any]:
+    """The messages from the root down to ``node_id``; empty when a parent is missing or there is a cycle."""
+    branch: list[Any] = []
+    seen: set[str] = set()
+    current: Any = node_id
+    while current is not None:
+        node = tree.get(current) if isinstance(current, str) else None
+        if not isinstance(node, dict) or current in seen:
+            return []
+        seen.add(current)
+        branch.append(node)
+        current = node.get("parentId")
+    return branch[::-1]

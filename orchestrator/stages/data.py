@@ -28,8 +28,8 @@ def export(
     """Read every source, repair or skip (and count) what LLaMA-Factory could not train on, and write
     ``<dataset_dir>/<name>.jsonl`` plus its entry in ``dataset_info.json``.
 
-    ``cleaning``: ``export_dataset``'s ``redact``, ``near_duplicates``, ``cutoff_len``, ``template`` and
-    ``enable_thinking`` (the recipe's defaults when omitted).
+    ``cleaning``: ``export_dataset``'s ``redact``, ``near_duplicates``, ``cutoff_len``, ``template``,
+    ``enable_thinking``, ``eval_split`` and ``preferences`` (the recipe's defaults when omitted).
     """
     from orchestrator.dataset import export_dataset
     from orchestrator.sources import read_sources
@@ -46,6 +46,8 @@ def cleaning_options(recipe: Recipe) -> dict[str, Any]:
         "cutoff_len": recipe.train.cutoff_len,
         "template": recipe.model.resolved_template,
         "enable_thinking": recipe.model.enable_thinking,
+        "eval_split": recipe.data.eval_split,
+        "preferences": recipe.data.preferences,
     }
 
 
@@ -81,6 +83,8 @@ def run(run: RunContext) -> StageResult:
             "dataset": str(report.dataset_path),
             "dataset_info": str(report.info_path),
             "report": str(report.report_path),
+            **({"eval_dataset": str(report.eval_path)} if report.eval_path else {}),
+            **({"pref_dataset": str(report.pref_path)} if report.pref_path else {}),
         },
         details=report.to_dict(),
     )

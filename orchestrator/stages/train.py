@@ -134,8 +134,15 @@ def write_yaml(path: Path, config: dict[str, Any]) -> Path:
     return write_text(path, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
 
 
+def datasets(run: RunContext) -> list[str]:
+    """The dataset_info.json entries the train config names."""
+    cfg = config(run)
+    return [cfg["dataset"]] + ([cfg["eval_dataset"]] if "eval_dataset" in cfg else [])
+
+
 def fingerprint(run: RunContext) -> str:
-    return _fingerprint(file_digest(run.dataset_file), config(run), run.model_identity())
+    files = [file_digest(run.dataset_dir / f"{name}.jsonl") for name in datasets(run)]
+    return _fingerprint(*files, config(run), run.model_identity())
 
 
 def config(run: RunContext) -> dict[str, Any]:
@@ -182,10 +189,10 @@ def _drop_cache(run: RunContext) -> None:
 
 def _check_dataset_registered(run: RunContext) -> None:
     info = run.dataset_dir / "dataset_info.json"
-    name = run.recipe.dataset_name
     try:
         known = json.loads(info.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         known = None
-    if not isinstance(known, dict) or name not in known:
-        raise StageError(f"dataset '{name}' is not in {info}; add the data stage to the recipe's stages")
+    for name in datasets(run):
+        if not isinstance(known, dict) or name not in known:
+            raise StageError(f"dataset '{name}' is not in {info}; add the data stage to the recipe's stages")
