@@ -33,6 +33,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     export.add_argument(
         "--no-thinking", action="store_true", help="drop chains of thought (for the qwen3_nothink template)"
     )
+    export.add_argument(
+        "--no-redact", action="store_true", help="write secrets as they are (default: replaced by placeholders)"
+    )
+    export.add_argument(
+        "--near-duplicates",
+        type=_similarity,
+        default=0.9,
+        metavar="X",
+        help="drop conversations this similar to a kept one (MinHash, 0-1; default 0.9; 'off': keep them)",
+    )
     export.set_defaults(handler=handle_export)
     sources = dsub.add_parser(
         "sources",
@@ -86,6 +96,18 @@ def source_specs(args: argparse.Namespace) -> list:
     return specs
 
 
+def _similarity(text: str) -> float | None:
+    if text.lower() == "off":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a similarity above 0 and at most 1, or 'off'")
+    return value
+
+
 def handle_export(args: argparse.Namespace) -> int:
     from orchestrator.dataset import export_dataset
     from orchestrator.errors import UsageError
@@ -94,7 +116,12 @@ def handle_export(args: argparse.Namespace) -> int:
     specs = source_specs(args)
     try:
         report = export_dataset(
-            read_sources(specs, recipe_keys=False), args.name, args.dataset_dir, keep_thinking=not args.no_thinking
+            read_sources(specs, recipe_keys=False),
+            args.name,
+            args.dataset_dir,
+            keep_thinking=not args.no_thinking,
+            redact=not args.no_redact,
+            near_duplicates=args.near_duplicates,
         )
     except MissingSource as exc:
         raise UsageError(f"{exc}, {OPTIONS_HINT}") from exc

@@ -18,6 +18,7 @@ from orchestrator.conversations import Conversation, Message, SkippedRecord, jso
 from orchestrator.errors import UsageError
 from orchestrator.sources import MissingSource
 from orchestrator.sources.filters import parse_time
+from orchestrator.sources.trees import branch_to
 
 HIDDEN_TYPES = {"user_editable_context", "model_editable_context", "reasoning_recap", "system_error"}
 
@@ -108,19 +109,7 @@ def _kept_path(mapping: dict[str, Any], current: Any) -> tuple[list[dict[str, An
     if current is None:  # no current node: the newest leaf
         leaves = [k for k, v in mapping.items() if isinstance(v, dict) and not v.get("children")]
         current = leaves[-1] if leaves else None
-    branch: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    node_id = current
-    while node_id is not None:
-        if node_id in seen:
-            return [], "cycle"
-        seen.add(node_id)
-        node = mapping.get(node_id) if isinstance(node_id, str) else None
-        if not isinstance(node, dict):
-            return branch[::-1], str(node_id)
-        branch.append(node)
-        node_id = node.get("parent")
-    return branch[::-1], None
+    return branch_to(mapping, current, "parent")
 
 
 def _turn(message: dict[str, Any], thinking: list[str]) -> tuple[str, str | None, int] | str:

@@ -32,6 +32,7 @@ from orchestrator.errors import UsageError
 from orchestrator.sources import MissingSource
 from orchestrator.sources.filters import parse_time
 from orchestrator.sources.snapshot import SQLITE_MAGIC
+from orchestrator.sources.trees import branch_to
 
 WHAT_DB = "an Open WebUI database"
 ROLES = {"user": "user", "assistant": "assistant", "system": "system", "tool": "tool"}
@@ -208,19 +209,7 @@ def _kept_path(chat: dict[str, Any]) -> tuple[list[Any], str | None]:
     tree = history.get("messages") if isinstance(history, dict) else None
     current = history.get("currentId") if isinstance(history, dict) else None
     if isinstance(tree, dict) and tree and current is not None:
-        branch: list[Any] = []
-        seen: set[str] = set()
-        node_id = current
-        while node_id is not None:
-            if node_id in seen:
-                return [], "cycle"
-            seen.add(node_id)
-            node = tree.get(node_id) if isinstance(node_id, str) else None
-            if not isinstance(node, dict):
-                return branch[::-1], str(node_id)
-            branch.append(node)
-            node_id = node.get("parentId")
-        return branch[::-1], None
+        return branch_to(tree, current, "parentId")
     flat = chat.get("messages")
     return (flat if isinstance(flat, list) else []), None
 

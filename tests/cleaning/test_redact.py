@@ -96,3 +96,27 @@ def test_without_detect_secrets_the_export_stops_before_writing_and_names_the_fi
         redact._detectors.cache_clear()
     assert list(tmp_path.iterdir()) == []
     export_dataset(planted_conversations(), "none", tmp_path, redact=False)  # the way out it names
+
+
+def test_data_export_redacts_by_default_and_no_redact_keeps_the_text(tmp_path, capsys):
+    import json
+
+    from orchestrator.cli import main
+
+    chats = tmp_path / "chats.jsonl"
+    record = {
+        "messages": [
+            {"role": "user", "content": "mail me at jo.doe@example.org"},
+            {"role": "assistant", "content": "ok"},
+        ]
+    }
+    chats.write_text(json.dumps(record) + "\n")
+    out = tmp_path / "out"
+    assert main(["data", "export", "--file", str(chats), "--name", "a", "--dataset-dir", str(out)]) == 0
+    assert "<EMAIL>" in (out / "a.jsonl").read_text() and "jo.doe" not in (out / "a.jsonl").read_text()
+    args = ["data", "export", "--file", str(chats), "--name", "b", "--dataset-dir", str(out), "--no-redact"]
+    assert main([*args, "--near-duplicates", "off"]) == 0
+    assert "jo.doe@example.org" in (out / "b.jsonl").read_text()
+    with pytest.raises(SystemExit) as info:
+        main([*args, "--near-duplicates", "2"])
+    assert info.value.code == 2 and "at most 1, or 'off'" in capsys.readouterr().err
