@@ -18,15 +18,11 @@ import yaml
 
 from orchestrator.errors import OrchestratorError, StageError
 from orchestrator.fsutil import file_lock, write_text
-from orchestrator.run import RunContext, open_run
+from orchestrator.run import RunContext
 from orchestrator.stages import BY_NAME, PIPELINE, merge, train
 
 log = logging.getLogger(__name__)
 LOCK_FILE = ".lock"
-
-# Kept for callers of the earlier API: prepare() is open_run().
-prepare = open_run
-
 
 @dataclass
 class RunResult:

@@ -70,13 +70,11 @@ def still_current(run: RunContext, entry: dict[str, Any]) -> bool:
     """The model lives in Ollama, not in the run folder: a finished registration counts only while Ollama
     still lists that model with the digest it had (it may have been deleted, or the host changed)."""
     from orchestrator.errors import OrchestratorError
-    from orchestrator.ollama.spec import ServeSpec
 
     details = entry.get("details", {})
     name = details.get("name") or run.ollama_name
-    host = ServeSpec.from_recipe(run.recipe, gguf_details=run.manifest.stage("gguf").get("details")).host
     try:
-        digest = registered_digest(host, name)
+        digest = registered_digest(run.recipe.ollama.host, name)  # the host ServeSpec.from_recipe takes
     except OrchestratorError as exc:
         run.reporter.info(f"cannot check that {name} is still in Ollama ({str(exc).splitlines()[0]})")
         return False
