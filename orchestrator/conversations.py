@@ -89,7 +89,7 @@ def check_tools(tools: Any) -> list[dict[str, Any]]:
     return tools
 
 
-@dataclass
+@dataclass(slots=True)
 class ToolCall:
     name: str
     arguments: dict[str, Any] = field(default_factory=dict)
@@ -129,7 +129,7 @@ class ToolCall:
         return cls(name=name, arguments=args)
 
 
-@dataclass
+@dataclass(slots=True)
 class Message:
     role: str
     content: str = ""
@@ -154,6 +154,10 @@ class Message:
         ``MalformedError`` (a missing or null one is empty)."""
         if not isinstance(data, dict):
             raise MalformedError(f"a message is {json_type(data)}, not an object")
+        if len(data) == 2:  # the common {"role", "content"} message, without the checks below
+            role, content = data.get("role"), data.get("content")
+            if type(role) is str and type(content) is str:
+                return cls(role, content)
         role = _text(data, "role", "role")
         calls = data.get("tool_calls") or []
         if not isinstance(calls, list):

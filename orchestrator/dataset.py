@@ -19,11 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from orchestrator.chat_templates import canonical_arguments, canonical_tools
 from orchestrator.cleaning.dedupe import NearDuplicates, record_text
-from orchestrator.cleaning.redact import check_available, redact_conversation
+from orchestrator.cleaning.redact import check_available, redact_conversations
 from orchestrator.cleaning.split import EVAL_SUFFIX, Splitter
-from orchestrator.cleaning.tokens import TokenCounter, summarize
+from orchestrator.cleaning.tokens import TokenCounter
 from orchestrator.conversations import (
     Conversation,
     MalformedError,
@@ -52,6 +54,7 @@ THINK_OPEN, THINK_CLOSE = "<think>\n", "\n</think>\n\n"
 # <tool_response> tags, so joining with this separator yields Qwen3's own layout for parallel results.
 TOOL_RESULT_JOIN = "\n</tool_response>\n<tool_response>\n"
 _INLINE_THINK = re.compile(r"^\s*<think>(.*?)</think>\s*", re.DOTALL)
+CHUNK = 256  # conversations repaired, screened for secrets and written per pass
 REPORT_SUFFIX = ".report.json"  # NAME.report.json, beside NAME.jsonl
 # The recipe's defaults, so an export from Python or `orchestrator data export` cleans as a run does.
 REDACT = DataSpec.model_fields["redact"].default
@@ -68,6 +71,9 @@ def repair(conv: Conversation, *, keep_thinking: bool = True) -> tuple[list[Mess
 
     Raises Skip when the conversation cannot be trained on.
     """
+    plain = _plain_turns(conv)
+    if plain is not None:
+        return plain, conv.system or "", Counter()
     fixes: Counter = Counter()
     _check_shape(conv)
     for message in conv.messages:
@@ -96,6 +102,38 @@ def repair(conv: Conversation, *, keep_thinking: bool = True) -> tuple[list[Mess
         raise Skip("no assistant reply")
     _check_order(turns)
     return turns, system, fixes
+
+
+def _plain_turns(conv: Conversation) -> list[Message] | None:
+    """The turns of a conversation that needs no repair (leading system messages, then user and
+    assistant text turns in turn, ending on the assistant); None when ``repair`` must look closer."""
+    if conv.tools:
+        return None
+    messages = conv.messages
+    start = 0
+    while start < len(messages) and messages[start].role == "system":
+        start += 1
+    if (len(messages) - start) % 2 or start == len(messages):
+        return None
+    for index in range(start, len(messages)):
+        m = messages[index]
+        content = m.content
+        if (
+            type(m) is not Message
+            or m.role != ("user" if (index - start) % 2 == 0 else "assistant")
+            or type(content) is not str
+            or not content
+            or content[0].isspace()  # may be empty once stripped, or hold an inline <think> block
+            or content[0] == "<"
+            or m.thinking is not None
+            or m.tool_calls
+            or m.tool_name is not None
+        ):
+            return None
+    for m in messages[:start]:
+        if type(m) is not Message or type(m.content) is not str or m.thinking is not None or m.tool_calls:
+            return None
+    return messages[start:]
 
 
 def _check_shape(conv: Conversation) -> None:
@@ -225,7 +263,7 @@ def export_dataset(
         check_available()
     thinking = keep_thinking if enable_thinking is None else enable_thinking
     near = NearDuplicates(near_duplicates) if near_duplicates is not None else None
-    steps = _Steps(redact, near, keep_thinking, TokenCounter(template, thinking))
+    steps = _Steps(redact, near, keep_thinking, TokenCounter(template, thinking, cutoff_len))
     items = iter(items)
     first = next(items, None)  # a source that cannot be read at all fails before any folder is made
     from orchestrator.preferences import PREF_SUFFIX, PairWriter
@@ -258,9 +296,8 @@ def export_dataset(
         write_json(info_path, info)
     report.dataset_path, report.info_path = targets[name], info_path
     report.eval_path, report.pref_path = targets.get(eval_name), targets.get(pref_name)
-    steps.tokens.flush()
     report.tokens_unavailable = steps.tokens.unavailable
-    report.tokens = None if steps.tokens.unavailable else summarize(steps.tokens.lengths, cutoff_len)
+    report.tokens = steps.tokens.summary()
     report.report_path = dataset_dir / f"{name}{REPORT_SUFFIX}"
     write_json(report.report_path, report.to_dict())
     return report
@@ -274,7 +311,7 @@ class _Steps:
     near: NearDuplicates | None
     keep_thinking: bool
     tokens: TokenCounter
-    seen: set[str] = field(default_factory=set)
+    seen: set[bytes] = field(default_factory=set)
     splitter: Splitter | None = None
     pairs: Any = None  # a preferences.PairWriter when preference pairs are exported
 
@@ -308,7 +345,15 @@ def _check_written(name: str, report: ExportReport, eval_split: float, preferenc
 
 
 def _write_records(items: Iterable[Conversation | SkippedRecord], report: ExportReport, steps: _Steps) -> None:
-    for item in items:
+    items = iter(items)
+    while chunk := list(itertools.islice(items, CHUNK)):
+        _write_chunk(chunk, report, steps)
+
+
+def _write_chunk(chunk: list[Conversation | SkippedRecord], report: ExportReport, steps: _Steps) -> None:
+    """Repair, redact (one screen pass for the whole chunk), deduplicate and write, in input order."""
+    repaired = []
+    for item in chunk:
         report.read += 1
         if isinstance(item, SkippedRecord):
             report.skip(item.reason, f"{item.source} {item.record}")
@@ -316,44 +361,60 @@ def _write_records(items: Iterable[Conversation | SkippedRecord], report: Export
         if steps.pairs:
             steps.pairs.add(item)
         try:
-            line, record, turns, system, fixes, redacted = _record_line(item, steps)
+            turns, system, fixes = repair(item, keep_thinking=steps.keep_thinking)
         except Skip as exc:
             report.skip(str(exc), item.where or item.id)
             continue
-        digest = hashlib.sha256(line).hexdigest()
+        repaired.append((item, turns, system, fixes))
+    if steps.redact:
+        cleaned = redact_conversations([(turns, system) for _, turns, system, _ in repaired])
+    else:
+        cleaned = [(turns, system, None) for _, turns, system, _ in repaired]
+    unique = []
+    for (item, _, _, fixes), (turns, system, redacted) in zip(repaired, cleaned, strict=True):
+        try:
+            line, record = _record_line(turns, system, item.tools)
+        except Skip as exc:
+            report.skip(str(exc), item.where or item.id)
+            continue
+        digest = hashlib.blake2b(line, digest_size=16).digest()
         if digest in steps.seen:
             report.exact_duplicates += 1
             report.skip("duplicate conversation", item.where or item.id)
             continue
         steps.seen.add(digest)
-        if steps.near is not None and steps.near.seen(record_text(record)):
+        unique.append((item, fixes, turns, system, redacted, line, record, digest))
+    near = steps.near.seen_all([record_text(u[6]) for u in unique]) if steps.near else [False] * len(unique)
+    for (item, fixes, turns, system, redacted, line, _, digest), duplicate in zip(unique, near, strict=True):
+        if duplicate:
             report.near_duplicates += 1
             report.skip("near-duplicate conversation", item.where or item.id)
             continue
-        report.repaired.update(fixes)
-        report.redacted.update(redacted)
-        report.long_messages += any(len(m.content) > LONG_MESSAGE_CHARS for m in turns)
+        if fixes:
+            report.repaired.update(fixes)
+        if redacted:
+            report.redacted.update(redacted)
+        if len(line) > LONG_MESSAGE_CHARS:  # no message is longer than its line
+            report.long_messages += any(len(m.content) > LONG_MESSAGE_CHARS for m in turns)
         steps.splitter.write(item.id, line)
         report.written += 1
-        steps.tokens.add(turns, system, item.tools)
+        steps.tokens.add(digest, turns, system, item.tools, len(line))
 
 
-def _record_line(item: Conversation, steps: _Steps) -> tuple[bytes, dict, list[Message], str, Counter, Counter]:
-    """The conversation as one JSONL line and record, with its (redacted) turns and system prompt, its
-    repairs and its redactions; Skip when it cannot be one."""
-    turns, system, fixes = repair(item, keep_thinking=steps.keep_thinking)
-    redacted: Counter = Counter()
-    if steps.redact:
-        turns, system, redacted = redact_conversation(turns, system)
+def _record_line(turns: list[Message], system: str, tools: list[dict[str, Any]]) -> tuple[bytes, dict]:
+    """The conversation as one JSONL line and its record; Skip when it cannot be one."""
     try:
-        record = to_sharegpt(turns, system, item.tools)
-        line = json.dumps(record, ensure_ascii=False) + "\n"
-        return line.encode("utf-8"), record, turns, system, fixes, redacted
+        record = to_sharegpt(turns, system, tools)
+        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE), record
     except MalformedError as exc:
         raise Skip(f"malformed tools: {exc}") from None
     except UnicodeEncodeError:
         raise Skip("text that is not valid Unicode (a lone surrogate)") from None
-    except (TypeError, ValueError, RecursionError):
+    except TypeError as exc:  # orjson.JSONEncodeError
+        if "surrogates" in str(exc):
+            raise Skip("text that is not valid Unicode (a lone surrogate)") from None
+        raise Skip("values that are not JSON data") from None
+    except (ValueError, RecursionError):
         raise Skip("values that are not JSON data") from None
 
 

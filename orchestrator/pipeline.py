@@ -24,6 +24,7 @@ from orchestrator.stages import BY_NAME, PIPELINE, merge, train
 log = logging.getLogger(__name__)
 LOCK_FILE = ".lock"
 
+
 @dataclass
 class RunResult:
     run_dir: Path

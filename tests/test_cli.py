@@ -52,3 +52,41 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_second():
     assert install_test.startswith("pip install") and "pytest" in install_test
     ci = (REPO / ".ci" / "run").read_text()
     assert "grep -m1 'pytest'" in ci and 'bash -c "$test_cmd"' in ci
+
+
+OPEN_WEBUI_SAMPLE = REPO / "data" / "samples" / "open-webui-chat-export.json"
+
+
+def test_data_export_holds_out_and_pairs_only_when_asked(tmp_path, capsys):
+    import json
+
+    base = ["data", "export", "--name", "ow", "--source", f"open_webui:{OPEN_WEBUI_SAMPLE}", "--no-redact"]
+    assert main([*base, "--dataset-dir", str(tmp_path / "plain")]) == 0
+    assert sorted(p.name for p in (tmp_path / "plain").glob("*.jsonl")) == ["ow.jsonl"]
+
+    out = tmp_path / "both"
+    assert main([*base, "--dataset-dir", str(out), "--eval-split", "1", "--preferences"]) == 0
+    printed = capsys.readouterr().out
+    lines = {name: (out / f"{name}.jsonl").read_text().splitlines() for name in ("ow", "ow_eval", "ow_pref")}
+    assert (len(lines["ow"]), len(lines["ow_eval"]), len(lines["ow_pref"])) == (3, 1, 2)
+    assert not set(lines["ow"]) & set(lines["ow_eval"])
+    assert all("chosen" in json.loads(line) for line in lines["ow_pref"])
+    info = json.loads((out / "dataset_info.json").read_text())
+    assert set(info) == {"ow", "ow_eval", "ow_pref"} and info["ow_pref"]["ranking"] is True
+    assert "2 preference pairs" in printed and "held out for evaluation" in printed
+
+
+def test_data_export_bad_eval_split_or_preferences_is_one_line(tmp_path, capsys):
+    base = ["data", "export", "--name", "ow", "--dataset-dir", str(tmp_path / "out")]
+    webui = [*base, "--source", f"open_webui:{OPEN_WEBUI_SAMPLE}"]
+    for value in ("2.5", "-1", "ten", "nan"):
+        assert main([*webui, "--eval-split", value]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --eval-split {value}: give a share") and len(err.strip().splitlines()) == 1
+    assert main([*base, "--file", str(REPO / "data" / "samples" / "conversations.jsonl"), "--preferences"]) == 2
+    err = capsys.readouterr().err
+    assert "--preferences needs an Open WebUI source" in err and len(err.strip().splitlines()) == 1
+    assert main([*webui, "--eval-split", "4"]) == 2  # all 4 held out, none left to train on
+    err = capsys.readouterr().err
+    assert "holds out all 4 conversations" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.jsonl"))

@@ -18,6 +18,7 @@ import re
 from collections import Counter
 from typing import Any
 
+from orchestrator.cleaning.screen import screen
 from orchestrator.conversations import Message, ToolCall
 from orchestrator.errors import OrchestratorError
 
@@ -111,11 +112,42 @@ def redact_text(text: str, counts: Counter, key: str | None = None) -> str:
     """``text`` with its secrets replaced by placeholders; each replacement counted in ``counts``.
 
     ``key`` is the name a tool-call argument has: detect-secrets' keyword plugin sees ``"key": "text"``.
+    Only the lines ``cleaning.screen`` flags go through the plugins (every line when there is a key).
     """
     if not text:
         return text
-    text = _redact_private_keys(text, counts)
-    return "".join(_redact_line(line, counts, key) for line in text.splitlines(keepends=True))
+    if "PRIVATE KEY" in text or "PuTTY" in text:
+        text = _redact_private_keys(text, counts)
+    lines = text.splitlines(keepends=True)
+    flagged = screen(lines) if key is None else [True] * len(lines)
+    return "".join(_redact_line(line, counts, key) if hit else line for line, hit in zip(lines, flagged, strict=True))
+
+
+def redact_conversations(
+    conversations: list[tuple[list[Message], str]],
+) -> list[tuple[list[Message], str, Counter]]:
+    """``redact_conversation`` for many (turns, system) at once: one screen pass over all their texts,
+    and the plugins only for a conversation the screen flags."""
+    texts, owners = [], []
+    for index, (turns, system) in enumerate(conversations):
+        texts.append(system)
+        owners.append(index)
+        for message in turns:
+            texts.append(message.content)
+            owners.append(index)
+            if message.thinking:
+                texts.append(message.thinking)
+                owners.append(index)
+    suspect = [False] * len(conversations)
+    for owner, hit in zip(owners, screen(texts), strict=True):
+        suspect[owner] = suspect[owner] or hit
+    out = []
+    for index, (turns, system) in enumerate(conversations):
+        if suspect[index] or any(m.tool_calls for m in turns):
+            out.append(redact_conversation(turns, system))
+        else:
+            out.append((turns, system, Counter()))
+    return out
 
 
 def redact_conversation(turns: list[Message], system: str) -> tuple[list[Message], str, Counter]:

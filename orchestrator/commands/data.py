@@ -43,6 +43,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="X",
         help="drop conversations this similar to a kept one (MinHash, 0-1; default 0.9; 'off': keep them)",
     )
+    export.add_argument(
+        "--eval-split",
+        metavar="N",
+        help="hold conversations out in NAME_eval for evaluation: a share below 1 (0.1) or a whole count (20)",
+    )
+    export.add_argument(
+        "--preferences",
+        action="store_true",
+        help="also write NAME_pref: preference pairs from rated or regenerated Open WebUI answers (for DPO)",
+    )
     export.set_defaults(handler=handle_export)
     sources = dsub.add_parser(
         "sources",
@@ -108,12 +118,36 @@ def _similarity(text: str) -> float | None:
     return value
 
 
+def extra_datasets(args: argparse.Namespace, specs: list) -> dict:
+    """--eval-split and --preferences (NAME_eval, NAME_pref) as export_dataset keywords, checked as the recipe is."""
+    from pydantic import ValidationError
+
+    from orchestrator.errors import UsageError
+    from orchestrator.recipe import DataSpec
+
+    options: dict = {}
+    if args.eval_split is not None:
+        try:
+            options["eval_split"] = DataSpec(sources=specs, eval_split=args.eval_split).eval_split
+        except ValidationError:
+            raise UsageError(
+                f"--eval-split {args.eval_split}: give a share of the conversations below 1 (e.g. 0.1) "
+                "or a whole count of them (e.g. 20)"
+            ) from None
+    if args.preferences:
+        if not any(spec.type == "open_webui" for spec in specs):
+            raise UsageError("--preferences needs an Open WebUI source (--source open_webui:FILE_OR_DB)")
+        options["preferences"] = True
+    return options
+
+
 def handle_export(args: argparse.Namespace) -> int:
     from orchestrator.dataset import export_dataset
     from orchestrator.errors import UsageError
     from orchestrator.sources import MissingSource, read_sources
 
     specs = source_specs(args)
+    options = extra_datasets(args, specs)
     try:
         report = export_dataset(
             read_sources(specs, recipe_keys=False),
@@ -122,6 +156,7 @@ def handle_export(args: argparse.Namespace) -> int:
             keep_thinking=not args.no_thinking,
             redact=not args.no_redact,
             near_duplicates=args.near_duplicates,
+            **options,
         )
     except MissingSource as exc:
         raise UsageError(f"{exc}, {OPTIONS_HINT}") from exc

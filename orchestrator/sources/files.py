@@ -54,22 +54,27 @@ def read_file(path: str | Path) -> Iterator[Conversation | SkippedRecord]:
 
 
 def _read_jsonl(path: Path) -> Iterator[Conversation | SkippedRecord]:
+    source, stem = str(path), path.stem
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
-            where = f"line {number}"
             if number == 1:
                 raw = raw.removeprefix(codecs.BOM_UTF8)
-            if not raw.strip():
+            if not raw or raw.isspace():
                 continue
             try:
-                record = loads_json(raw.decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                yield SkippedRecord(str(path), where, "invalid UTF-8", str(exc))
-                continue
+                record = loads_json(raw)  # orjson checks the UTF-8 itself
             except ValueError as exc:
-                yield SkippedRecord(str(path), where, "invalid JSON", str(exc))
+                yield _unreadable_line(source, f"line {number}", raw, exc)
                 continue
-            yield _parse_record(record, str(path), where, f"{path.stem}:{number}")
+            yield _parse_record(record, source, f"line {number}", f"{stem}:{number}")
+
+
+def _unreadable_line(source: str, where: str, raw: bytes, exc: ValueError) -> SkippedRecord:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return SkippedRecord(source, where, "invalid UTF-8", str(bad))
+    return SkippedRecord(source, where, "invalid JSON", str(exc))
 
 
 def _read_json(path: Path) -> Iterator[Conversation | SkippedRecord]:
@@ -99,6 +104,11 @@ def _parse_record(record: Any, source: str, where: str, default_id: str) -> Conv
         return SkippedRecord(source, where, "no messages", "expected a 'messages' or 'conversations' list")
     messages = []
     for index, turn in enumerate(turns, start=1):
+        if read is _message and type(turn) is dict and len(turn) == 2:  # {"role", "content"}: the common one
+            role, content = turn.get("role"), turn.get("content")
+            if type(role) is str and type(content) is str:
+                messages.append(Message(role, content))
+                continue
         try:
             messages.append(read(turn))
         except MalformedError as exc:
@@ -129,7 +139,7 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
 
 
 def _message(data: Any) -> Message:
-    if isinstance(data, dict) and isinstance(data.get("content"), list):  # OpenAI content parts: the text ones
+    if type(data) is dict and type(data.get("content")) is list:  # OpenAI content parts: the text ones
         parts = data["content"]
         if not all(isinstance(p, dict) for p in parts):
             raise MalformedError("a content part is not an object")

@@ -8,12 +8,15 @@ skips the chat. Files and images on a message are not text: each is a counted sk
 
 Sibling answers to one user turn become preference pairs: the thumbs up or down on a message
 (``annotation.rating``: 1 or -1) decides first, then whether it is the kept one (on the currentId path).
+Newer versions also keep each rating as a row of ``webui.db``'s ``feedback`` table; a rating kept only
+there counts too, and the one on the message wins where both exist.
 """
 
 from __future__ import annotations
 
 import codecs
 import itertools
+import logging
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -34,6 +37,7 @@ from orchestrator.sources.filters import parse_time
 from orchestrator.sources.snapshot import SQLITE_MAGIC
 from orchestrator.sources.trees import branch_to
 
+log = logging.getLogger(__name__)
 WHAT_DB = "an Open WebUI database"
 ROLES = {"user": "user", "assistant": "assistant", "system": "system", "tool": "tool"}
 # Open WebUI keeps a reasoning model's thinking inside the content, in a <details type="reasoning"> block.
@@ -115,7 +119,8 @@ def _read_db(path: Path) -> Iterator[Conversation | SkippedRecord]:
     db = _open_db(path)
     db.text_factory = bytes  # a row that is not UTF-8 is one skip, not the end of the read
     try:
-        have = {row[1] for row in db.execute("PRAGMA table_info(chat)")}
+        ratings = _feedback_ratings(db, path)
+        have = _columns(db, "chat")
         created = "created_at" if "created_at" in have else "NULL"
         title = "title" if "title" in have else "NULL"
         rows = db.execute(f"SELECT id, {title}, chat, {created} FROM chat ORDER BY {created}, id")
@@ -129,11 +134,73 @@ def _read_db(path: Path) -> Iterator[Conversation | SkippedRecord]:
                 yield SkippedRecord(str(path), where, "invalid JSON in the chat column")
                 continue
             item = {"id": chat_id, "title": chat_title, "chat": chat, "created_at": created_at}
-            yield from chat_conversation(item, str(path), where)
+            yield from chat_conversation(item, str(path), where, ratings.get(chat_id))
     except sqlite3.DatabaseError as exc:
         raise UsageError(f"{path}: cannot be read as {WHAT_DB} ({exc})") from None
     finally:
         db.close()
+
+
+def _columns(db: sqlite3.Connection, table: str) -> set[str]:
+    """The column names of ``table`` (none when it does not exist), whatever the connection's text_factory."""
+    names = (row[1] for row in db.execute(f"PRAGMA table_info({table})"))
+    return {name.decode("utf-8", "replace") if isinstance(name, bytes) else name for name in names}
+
+
+def _feedback_ratings(db: sqlite3.Connection, path: Path) -> dict[str, dict[str, int]]:
+    """Ratings from the ``feedback`` table (open_webui/models/feedbacks.py), by chat id then message id.
+
+    A row is ``(id, user_id, version, type, data JSON, meta JSON, snapshot JSON, created_at, updated_at)``;
+    a thumbs up or down has ``type`` "rating", ``data.rating`` 1 or -1 (a number or a string) and the rated
+    message in ``meta.chat_id`` / ``meta.message_id``. Older databases have no such table, and a row that
+    cannot be read only loses its rating: neither stops the read. The latest update of a message wins.
+    """
+    try:
+        have = _columns(db, "feedback")
+        if not {"data", "meta"} <= have:
+            return {}
+        kind = "type" if "type" in have else "NULL"
+        chat_column = "chat_id" if "chat_id" in have else "NULL"
+        order = "updated_at, rowid" if "updated_at" in have else "rowid"
+        rows = db.execute(f"SELECT {kind}, data, meta, {chat_column} FROM feedback ORDER BY {order}").fetchall()
+    except sqlite3.DatabaseError as exc:
+        log.warning("%s: the feedback table cannot be read (%s); ratings kept only there are not used", path, exc)
+        return {}
+    ratings: dict[str, dict[str, int]] = {}
+    for row in rows:
+        found = _feedback_row(*row)
+        if found is not None:
+            chat_id, message_id, rating = found
+            ratings.setdefault(chat_id, {})[message_id] = rating
+    log.debug("%s: ratings of %d messages in %d feedback rows", path, sum(map(len, ratings.values())), len(rows))
+    return ratings
+
+
+def _feedback_row(kind: Any, data: Any, meta: Any, chat_column_id: Any) -> tuple[str, str, int] | None:
+    """One feedback row as (chat id, message id, rating), or None when it holds no usable thumbs up or down."""
+    if kind not in (None, b"rating", "rating"):
+        return None
+    try:
+        data, meta = _json_column(data), _json_column(meta)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(data, dict) or not isinstance(meta, dict):
+        return None
+    chat_id = meta.get("chat_id")
+    if not isinstance(chat_id, str) and isinstance(chat_column_id, bytes):
+        chat_id = chat_column_id.decode("utf-8", "replace")
+    message_id, rating = meta.get("message_id"), _rating(data.get("rating"))
+    if not isinstance(chat_id, str) or not isinstance(message_id, str) or rating is None:
+        return None
+    return chat_id, message_id, rating
+
+
+def _json_column(raw: Any) -> Any:
+    """A JSON column's value; SQLAlchemy writes JSON as text, and a value saved twice over is a JSON string."""
+    if raw is None:
+        return None
+    value = loads_json(raw)
+    return loads_json(value) if isinstance(value, str) else value
 
 
 def _chat_of(item: dict[str, Any]) -> Any:
@@ -145,8 +212,11 @@ def _chat_of(item: dict[str, Any]) -> Any:
     return None
 
 
-def chat_conversation(item: Any, source: str, where: str) -> Iterator[Conversation | SkippedRecord]:
-    """One export item (or ``chat`` row) as a Conversation, with SkippedRecords for what it cannot hold."""
+def chat_conversation(
+    item: Any, source: str, where: str, ratings: dict[str, int] | None = None
+) -> Iterator[Conversation | SkippedRecord]:
+    """One export item (or ``chat`` row) as a Conversation, with SkippedRecords for what it cannot hold.
+    ``ratings`` (message id -> 1 or -1) are thumbs kept outside the chat JSON, in the feedback table."""
     if not isinstance(item, dict):
         yield SkippedRecord(source, where, "not a chat object", f"got {json_type(item)}")
         return
@@ -192,7 +262,7 @@ def chat_conversation(item: Any, source: str, where: str) -> Iterator[Conversati
     kept = {raw.get("id") for raw in path if isinstance(raw, dict)}
     system_messages = [m for m in messages[:1] if m.role == "system"]
     yield Conversation(
-        preferences=preference_pairs(chat, kept, system_messages, f"{source} {where}"),
+        preferences=preference_pairs(chat, kept, system_messages, f"{source} {where}", ratings),
         id=chat_id,
         messages=messages,
         source=source,
@@ -235,9 +305,16 @@ def _message(raw: Any) -> Message | str:
     return Message(ROLES[role], content, thinking=thinking)
 
 
-def preference_pairs(chat: dict[str, Any], kept: set[Any], system: list[Message], where: str) -> list[PreferencePair]:
+def preference_pairs(
+    chat: dict[str, Any],
+    kept: set[Any],
+    system: list[Message],
+    where: str,
+    ratings: dict[str, int] | None = None,
+) -> list[PreferencePair]:
     """Pairs of sibling answers where one is preferred: rated higher (up over unrated over down), or,
-    both unrated, kept over not kept. The prompt is the history down to the user turn they answer."""
+    both unrated, kept over not kept. The prompt is the history down to the user turn they answer.
+    A message's own ``annotation.rating`` wins over its entry in ``ratings`` (the feedback table)."""
     history = chat.get("history")
     tree = history.get("messages") if isinstance(history, dict) else None
     if not isinstance(tree, dict):
@@ -252,7 +329,7 @@ def preference_pairs(chat: dict[str, Any], kept: set[Any], system: list[Message]
         if not prompt or any(isinstance(m, str) for m in prompt) or prompt[-1].role != "user":
             continue
         for a, b in itertools.combinations(answers, 2):
-            (ra, ka), (rb, kb) = _rank(a, kept), _rank(b, kept)
+            (ra, ka), (rb, kb) = _rank(a, kept, ratings), _rank(b, kept, ratings)
             if ra == rb and (ra != 0 or ka == kb):
                 continue  # equally rated, or both unrated and both (not) kept: no preference
             better, worse = (a, b) if (ra, ka) > (rb, kb) else (b, a)
@@ -262,11 +339,22 @@ def preference_pairs(chat: dict[str, Any], kept: set[Any], system: list[Message]
     return pairs
 
 
-def _rank(node: dict[str, Any], kept: set[Any]) -> tuple[int, bool]:
+def _rank(node: dict[str, Any], kept: set[Any], ratings: dict[str, int] | None) -> tuple[int, bool]:
     annotation = node.get("annotation")
-    rating = annotation.get("rating") if isinstance(annotation, dict) else None
-    valid = isinstance(rating, (int, float)) and not isinstance(rating, bool) and rating in (1, -1)
-    return (int(rating) if valid else 0), node.get("id") in kept
+    rating = _rating(annotation.get("rating")) if isinstance(annotation, dict) else None
+    node_id = node.get("id")
+    if rating is None and ratings and isinstance(node_id, str):
+        rating = ratings.get(node_id)
+    return rating or 0, node_id in kept
+
+
+def _rating(value: Any) -> int | None:
+    """A thumbs up (1) or down (-1); Open WebUI's RatingData allows the number or its string."""
+    if isinstance(value, str) and value.strip() in ("1", "-1"):
+        return int(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value in (1, -1):
+        return int(value)
+    return None
 
 
 def _branch_to(tree: dict[str, Any], node_id: str) -> list[Any]:

@@ -59,7 +59,7 @@ def test_near_duplicates_null_keeps_them(tmp_path):
 
 def test_a_lower_threshold_also_drops_looser_copies(tmp_path):
     looser = chat("e", "How can I load a huge CSV using pandas?", ANSWER.replace("parquet", "feather files"))
-    strict = export_dataset([*corpus(), looser], "strict", tmp_path, near_duplicates=0.95)
+    strict = export_dataset([*corpus(), looser], "strict", tmp_path, near_duplicates=0.98)  # c is 0.967 alike
     loose = export_dataset([*corpus(), looser], "loose", tmp_path, near_duplicates=0.5)
     assert strict.near_duplicates == 0 and loose.near_duplicates == 2
 

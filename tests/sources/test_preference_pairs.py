@@ -2,6 +2,7 @@
 dataset (data.preferences), and train.stage: dpo trains on it."""
 
 import json
+import sqlite3
 
 import pytest
 
@@ -122,3 +123,89 @@ def test_the_dpo_config_trains_the_pairs(tmp_path):
         validate_recipe(recipe()), Hardware("cpu"), model_path="m", dataset_dir=tmp_path, output_dir=tmp_path
     )
     assert sft["stage"] == "sft" and "pref_beta" not in sft
+
+
+def feedback_chats():
+    """f: b rated up only in the feedback table beats the kept a. w: c rated down on the message and up in
+    the table (the message wins) loses to d. s: the kept e rated down in the table ("-1", a string) loses to g."""
+    chats = [
+        webui_chat(
+            "f",
+            [
+                node("u", None, "user", "F?"),
+                node("a", "u", "assistant", "F kept."),
+                node("b", "u", "assistant", "F liked."),
+            ],
+            "a",
+        ),
+        webui_chat(
+            "w",
+            [
+                node("u", None, "user", "W?"),
+                node("c", "u", "assistant", "W kept.", rating=-1),
+                node("d", "u", "assistant", "W other."),
+            ],
+            "c",
+        ),
+        webui_chat(
+            "s",
+            [
+                node("u", None, "user", "S?"),
+                node("e", "u", "assistant", "S kept."),
+                node("g", "u", "assistant", "S other."),
+            ],
+            "e",
+        ),
+    ]
+    return [(item["id"], json.dumps(item["chat"]), item["created_at"]) for item in chats]
+
+
+def rated(chat_id, message_id, rating, **extra):
+    data = {"rating": rating, "model_id": "qwen3:4b", "sibling_model_ids": None, "reason": "", "comment": ""}
+    return {"data": data, "meta": {"arena": False, "chat_id": chat_id, "message_id": message_id}, **extra}
+
+
+def pairs_of(path):
+    return {
+        conv.id: {(p.chosen.content, p.rejected.content) for p in conv.preferences}
+        for conv in read_open_webui(path)
+        if hasattr(conv, "preferences")
+    }
+
+
+def test_ratings_kept_only_in_the_feedback_table_make_pairs(tmp_path):
+    from source_helpers import build_webui_db, file_states
+
+    feedback = [
+        {**rated("f", "b", 1), "data": json.dumps(json.dumps({"rating": 1}))},  # JSON saved twice over
+        rated("w", "c", 1),  # the message's own rating (-1) wins
+        rated("s", "e", "-1"),
+        rated("s", "e", 1, updated_at=1),  # an older rating of e, changed since
+        rated("f", "a", 0),  # 0 is neither thumb: a stays unrated
+        rated("s", "g", -1, type="note"),  # another kind of feedback than a rating
+        rated("gone", "x", 1),  # a chat that was deleted
+        {"data": "{not json", "meta": {"chat_id": "s", "message_id": "g"}},
+        {"data": {"rating": 1}, "meta": {"chat_id": "s"}},  # no message id
+    ]
+    path = build_webui_db(tmp_path / "webui.db", feedback_chats(), feedback)
+    before = file_states(path)
+
+    assert pairs_of(path) == {
+        "f": {("F liked.", "F kept.")},
+        "w": {("W other.", "W kept.")},
+        "s": {("S other.", "S kept.")},
+    }
+    report = export_dataset(read_open_webui(path), "d", tmp_path / "data", preferences=True, redact=False)
+    assert (report.read, report.written, report.pairs) == (3, 3, 3)
+    assert file_states(path) == before
+
+    # Without the table (older versions) or with one whose columns are not these: the kept answers win.
+    by_kept = {"f": {("F kept.", "F liked.")}, "w": {("W other.", "W kept.")}, "s": {("S kept.", "S other.")}}
+    assert pairs_of(build_webui_db(tmp_path / "old.db", feedback_chats())) == by_kept
+    odd = build_webui_db(tmp_path / "odd.db", feedback_chats())
+    db = sqlite3.connect(odd)
+    db.execute("CREATE TABLE feedback (id TEXT PRIMARY KEY, data JSON)")  # no meta column
+    db.execute("INSERT INTO feedback VALUES ('1', ?)", (json.dumps({"rating": 1}),))
+    db.commit()
+    db.close()
+    assert pairs_of(odd) == by_kept

@@ -1,9 +1,8 @@
 """Open WebUI: an "Export Chats" file with edits and regenerations, old export shapes, and a webui.db."""
 
 import json
-import sqlite3
 
-from source_helpers import file_states
+from source_helpers import build_webui_db, file_states
 
 from orchestrator.cli import main
 
@@ -113,29 +112,21 @@ def test_export_file(tmp_path, export):
 
 
 def test_webui_db(tmp_path, export):
-    path = tmp_path / "webui.db"
-    db = sqlite3.connect(path)
-    # open_webui/migrations: the chat table as the current version has it
-    db.execute(
-        "CREATE TABLE chat (id VARCHAR(255) NOT NULL PRIMARY KEY, user_id VARCHAR(255) NOT NULL, title TEXT NOT NULL,"
-        " share_id VARCHAR(255) UNIQUE, archived BOOLEAN NOT NULL, created_at BIGINT NOT NULL,"
-        " updated_at BIGINT NOT NULL, chat JSON, pinned BOOLEAN, meta JSON DEFAULT '{}' NOT NULL, folder_id TEXT)"
-    )
-    rows = [("t1", json.dumps(tree_chat()), 1_740_000_000), ("bad", "{not json", 1_740_000_100)]
-    for chat_id, chat, created in rows:
-        db.execute(
-            "INSERT INTO chat (id, user_id, title, archived, created_at, updated_at, chat)"
-            " VALUES (?, 'u', 't', 0, ?, ?, ?)",
-            (chat_id, created, created, chat),
-        )
-    db.commit()
-    db.close()
+    # t2's JSON has no timestamp: only the row's created_at dates it (the filters need it)
+    untimed = {"id": "t2", "messages": [msg("1", None, "user", "When?"), msg("2", "1", "assistant", "Now.")]}
+    rows = [
+        ("t1", json.dumps(tree_chat()), 1_740_000_000),
+        ("bad", "{not json", 1_740_000_100),
+        ("t2", json.dumps(untimed), 1_740_000_050),
+    ]
+    path = build_webui_db(tmp_path / "webui.db", rows)
     before = file_states(path)
 
     result = export("--source", f"open_webui:{path}", "--since", "2025-02-19", "--until", "2025-02-20")
 
     assert result.rc == 0, result.err
     assert result.turns(0)[-1] == ("gpt", "<think>\nPick one.\n</think>\n\nYellow.")
+    assert result.turns(1) == [("human", "When?"), ("gpt", "Now.")] and len(result.records) == 2
     assert result.skipped("invalid JSON in the chat column") == 1
     assert file_states(path) == before
 

@@ -1,0 +1,76 @@
+"""A fast first look for secrets: which texts could hold one at all, many texts per numpy pass.
+
+Most chat text holds nothing that any redaction rule can match, and running every detect-secrets plugin
+over every line costs about a millisecond per conversation. ``screen`` clears a text only when no rule
+in ``cleaning.redact`` could fire on it; the texts it flags then go through all of them. It never clears
+a text a rule would change (the planted-secret corpus and a property test hold it to that), because
+each rule needs at least one of:
+
+- a run of 20 or more characters of ``[A-Za-z0-9+/=_\\-]``: every token pattern (AWS, GitHub, GitLab,
+  Stripe, Twilio, Slack webhooks, OpenAI, Discord, Telegram, SendGrid, Square, Azure, PyPI, Mailchimp,
+  IBM, SoftLayer, Cloudant secrets, fine-grained GitHub tokens) and the base64 entropy rule, which needs
+  23 characters of that set for its 4.5-bit limit;
+- a keyword, in any case: ``key`` (api_key, private_key..., and ``PRIVATE KEY`` blocks), ``pass``,
+  ``pwd``, ``secret``, ``contrase`` (detect-secrets' keyword plugin), ``xox`` (Slack tokens),
+  ``authtoken`` (npm), ``putty`` (PuTTY keys); plus the two non-ASCII letters Python's case-insensitive
+  matching folds onto them (the Kelvin sign and the long s);
+- ``@`` (e-mail), ``://`` (passwords in URLs, Cloudant and SoftLayer URLs), ``eyJ`` (JWT), ``AKC`` and
+  ``AP`` followed by a hex digit (Artifactory), ``+`` followed by a digit (international phone numbers),
+  or ten digits within fourteen characters (North American phone numbers).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+RUN = 20
+_RUN_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=_\\-"
+_KEYWORDS = (b"key", b"pass", b"pwd", b"secret", b"contrase", b"xox", b"authtoken", b"putty", b"@", b"://")
+_KEYWORDS += ("\u212a".encode(), "\u017f".encode())  # Kelvin sign (folds to k), long s (folds to s)
+_CASED = re.compile(rb"eyJ|AKC|AP[0-9A-F]|\+[0-9]")
+_PHONE_DIGITS, _PHONE_WINDOW = 10, 14
+_SEPARATOR = b"\n"  # joins texts; a separator breaks runs, keywords and digit windows alike
+
+_IN_RUN = np.zeros(256, dtype=bool)
+_IN_RUN[np.frombuffer(_RUN_CHARS, dtype=np.uint8)] = True
+_DIGIT = np.zeros(256, dtype=bool)
+_DIGIT[np.frombuffer(b"0123456789", dtype=np.uint8)] = True
+
+
+def screen(texts: list[str]) -> list[bool]:
+    """For each text, whether a redaction rule could match it (False: it certainly holds no secret)."""
+    if not texts:
+        return []
+    encoded = [t.encode("utf-8", "surrogatepass") for t in texts]
+    ends = np.cumsum([len(e) + 1 for e in encoded]) - 1  # the separator after each text
+    blob = _SEPARATOR.join(encoded)
+    flagged = np.zeros(len(texts), dtype=bool)
+
+    def mark(positions) -> None:
+        if len(positions):
+            flagged[np.searchsorted(ends, positions)] = True
+
+    data = np.frombuffer(blob, dtype=np.uint8)
+    breaks = np.flatnonzero(~_IN_RUN[data])
+    bounds = np.concatenate(([-1], breaks, [len(data)]))
+    long_runs = np.flatnonzero(np.diff(bounds) > RUN)
+    mark(bounds[long_runs] + 1)
+    lowered = blob.lower()
+    for keyword in _KEYWORDS:
+        mark(_find_all(lowered, keyword))
+    mark([m.start() for m in _CASED.finditer(blob)])
+    digits = np.concatenate(([0], np.cumsum(_DIGIT[data], dtype=np.int32)))
+    if len(data) >= _PHONE_WINDOW and digits[-1] >= _PHONE_DIGITS:
+        window = digits[_PHONE_WINDOW:] - digits[:-_PHONE_WINDOW]
+        mark(np.flatnonzero(window >= _PHONE_DIGITS))
+    return flagged.tolist()
+
+
+def _find_all(blob: bytes, needle: bytes) -> list[int]:
+    found, at = [], blob.find(needle)
+    while at >= 0:
+        found.append(at)
+        at = blob.find(needle, at + len(needle))
+    return found
