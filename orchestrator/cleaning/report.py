@@ -25,9 +25,9 @@ def cleaning_lines(report: ExportReport) -> list[str]:
     if not report.tokens or not report.tokens["conversations"]:
         return out
     t = report.tokens
-    out.append(
-        f"  tokens      p50 {t['p50']:,}, p95 {t['p95']:,}, max {t['max']:,} per conversation ({report.template})"
-    )
+    figures = ", ".join(f"{k} {'~' if k in t.get('estimated', ()) else ''}{t[k]:,}" for k in ("p50", "p95", "max"))
+    sampled = f"; ~ from a sample of {t['sample']:,}" if t.get("estimated") else ""
+    out.append(f"  tokens      {figures} per conversation ({report.template}{sampled})")
     if t["cutoff_len"] is not None:
         over, cutoff = t["over_cutoff"], t["cutoff_len"]
         out.append(f"  over cutoff {over} of {t['conversations']} longer than cutoff_len {cutoff:,}")

@@ -62,8 +62,8 @@ def screen(texts: list[str]) -> list[bool]:
         mark(_find_all(lowered, keyword))
     mark([m.start() for m in _CASED.finditer(blob)])
     digits = np.concatenate(([0], np.cumsum(_DIGIT[data], dtype=np.int32)))
-    if len(data) >= _PHONE_WINDOW and digits[-1] >= _PHONE_DIGITS:
-        window = digits[_PHONE_WINDOW:] - digits[:-_PHONE_WINDOW]
+    if digits[-1] >= _PHONE_DIGITS:  # the windows that start at each byte (cut short at the end)
+        window = digits[np.minimum(np.arange(len(data)) + _PHONE_WINDOW, len(data))] - digits[:-1]
         mark(np.flatnonzero(window >= _PHONE_DIGITS))
     return flagged.tolist()
 

@@ -67,9 +67,9 @@ class TokenCounter:
     says which.
     """
 
-    def __init__(self, template: str, enable_thinking: bool, cutoff_len: int | None, sample: int = SAMPLE) -> None:
+    def __init__(self, template: str, enable_thinking: bool, cutoff_len: int | None, sample: int | None = None) -> None:
         self.tokenizer, self.unavailable = load_tokenizer()
-        self.cutoff_len, self.sample_size = cutoff_len, sample
+        self.cutoff_len, self.sample_size = cutoff_len, SAMPLE if sample is None else sample
         self.written = 0
         self.long: list[int] = []  # exact counts of the conversations that may exceed cutoff_len
         self._pending: list[str] = []

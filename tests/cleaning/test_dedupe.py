@@ -70,3 +70,29 @@ def test_without_datasketch_the_export_names_the_fix(tmp_path, monkeypatch):
         export_dataset(corpus(), "none", tmp_path)
     assert list(tmp_path.iterdir()) == []
     assert export_dataset(corpus(), "none", tmp_path, near_duplicates=None).written == 3
+
+
+def test_among_thousands_of_chats_exactly_the_planted_near_copies_go(tmp_path):
+    import random
+
+    rng = random.Random(3)
+    words = [f"w{i}" for i in range(5000)]
+    chats = [chat(f"c{i}", f"question {i}", " ".join(rng.choices(words, k=80))) for i in range(3000)]
+    copies = []
+    for n, source in enumerate(rng.sample(chats, 5)):
+        answer = source.messages[1].content.split()
+        answer[rng.randrange(len(answer))] = "changed"  # one word of 80: about 0.93 alike
+        copies.append(chat(f"copy{n}", source.messages[0].content, " ".join(answer)))
+    rng.shuffle(copies)
+    report = export_dataset([*chats, *copies], "many", tmp_path, redact=False)
+    assert (report.near_duplicates, report.written) == (5, 3000)
+    assert all(where.startswith("f:copy") for where in report.examples["near-duplicate conversation"])
+
+
+def test_small_conversations_are_compared_exactly():
+    from orchestrator.cleaning.dedupe import jaccard, signatures
+
+    a = "one two three four five six seven eight nine ten"
+    b = a.replace("ten", "eleven")  # 8 shingles, 7 shared of 9
+    _, sketches, bounds = signatures([a, b])
+    assert jaccard(sketches[bounds[0] : bounds[1]], sketches[bounds[1] : bounds[2]]) == 7 / 9

