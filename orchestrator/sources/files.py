@@ -104,11 +104,6 @@ def _parse_record(record: Any, source: str, where: str, default_id: str) -> Conv
         return SkippedRecord(source, where, "no messages", "expected a 'messages' or 'conversations' list")
     messages = []
     for index, turn in enumerate(turns, start=1):
-        if read is _message and type(turn) is dict and len(turn) == 2:  # {"role", "content"}: the common one
-            role, content = turn.get("role"), turn.get("content")
-            if type(role) is str and type(content) is str:
-                messages.append(Message(role, content))
-                continue
         try:
             messages.append(read(turn))
         except MalformedError as exc:
