@@ -408,8 +408,6 @@ def _record_line(turns: list[Message], system: str, tools: list[dict[str, Any]])
         return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE), record
     except MalformedError as exc:
         raise Skip(f"malformed tools: {exc}") from None
-    except UnicodeEncodeError:
-        raise Skip("text that is not valid Unicode (a lone surrogate)") from None
     except TypeError as exc:  # orjson.JSONEncodeError
         if "surrogates" in str(exc):
             raise Skip("text that is not valid Unicode (a lone surrogate)") from None

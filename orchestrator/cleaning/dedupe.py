@@ -39,8 +39,7 @@ _EMPTY = np.uint64(_M64)
 
 _WORD_BYTE = np.zeros(256, dtype=bool)
 _WORD_BYTE[np.frombuffer(b"abcdefghijklmnopqrstuvwxyz0123456789_", dtype=np.uint8)] = True
-_WORD_BYTE[0x80:] = True  # any byte of a non-ASCII character
-_WORD_BYTE[np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", dtype=np.uint8)] = True
+_WORD_BYTE[0x80:] = True  # any byte of a non-ASCII character (the text is lower-cased first)
 
 
 class NearDuplicates:

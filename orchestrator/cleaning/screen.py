@@ -31,7 +31,7 @@ _KEYWORDS = (b"key", b"pass", b"pwd", b"secret", b"contrase", b"xox", b"authtoke
 _KEYWORDS += ("\u212a".encode(), "\u017f".encode())  # Kelvin sign (folds to k), long s (folds to s)
 _CASED = re.compile(rb"eyJ|AKC|AP[0-9A-F]|\+[0-9]")
 _PHONE_DIGITS, _PHONE_WINDOW = 10, 14
-_SEPARATOR = b"\n"  # joins texts; a separator breaks runs, keywords and digit windows alike
+_SEPARATOR = b"\n"  # joins texts; it breaks runs and keywords (a digit window across it flags both texts)
 
 _IN_RUN = np.zeros(256, dtype=bool)
 _IN_RUN[np.frombuffer(_RUN_CHARS, dtype=np.uint8)] = True

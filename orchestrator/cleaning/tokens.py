@@ -140,21 +140,17 @@ def template_messages(turns: list[Message], system: str) -> list[dict[str, Any]]
     return out
 
 
-def summarize(
-    sample: list[int], cutoff_len: int | None, written: int | None = None, long: list[int] | None = None
-) -> dict[str, Any]:
+def summarize(sample: list[int], cutoff_len: int | None, written: int, long: list[int]) -> dict[str, Any]:
     """p50 / p95 / max tokens, how many exceed ``cutoff_len``, and the smallest cutoff_len keeping 95%.
 
-    ``sample`` holds the counts of all ``written`` conversations (the default) or of a sample of them;
-    ``long`` the exact counts of every conversation that may exceed ``cutoff_len``, which decide each
-    figure above it. Figures taken from a partial sample are listed under ``estimated``.
+    ``sample`` holds the counts of all ``written`` conversations or of a sample of them; ``long`` the
+    exact counts of every conversation that may exceed ``cutoff_len``, which decide each figure above
+    it. Figures taken from a partial sample are listed under ``estimated``.
     """
-    written = len(sample) if written is None else written
     ordered = sorted(sample)
     complete = len(ordered) >= written
-    over = sorted((n for n in (long or []) if cutoff_len is not None and n > cutoff_len), reverse=True)
-    if complete and cutoff_len is not None:
-        over = sorted((n for n in ordered if n > cutoff_len), reverse=True)
+    known = ordered if complete else long  # every count above cutoff_len
+    over = sorted((n for n in known if cutoff_len is not None and n > cutoff_len), reverse=True)
     estimated = []
 
     def figure(share: float, name: str) -> int:

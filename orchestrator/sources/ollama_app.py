@@ -19,6 +19,7 @@ from orchestrator.errors import UsageError
 from orchestrator.sources import MissingSource
 from orchestrator.sources.filters import parse_time
 from orchestrator.sources.snapshot import snapshot
+from orchestrator.sources.sqlite import columns
 
 WHAT = "the Ollama app's database"
 MESSAGE_COLUMNS = ("id", "role", "content", "thinking", "model_name", "created_at", "tool_result")
@@ -68,7 +69,7 @@ def read_ollama_app(path: str | Path | None = None) -> Iterator[Conversation | S
     try:
         db.text_factory = _strict_text
         plan = _plan(db)
-        order = "created_at, id" if "created_at" in _columns(db, "chats") else "rowid"
+        order = "created_at, id" if "created_at" in columns(db, "chats") else "rowid"
         chats = db.execute(f"SELECT id FROM chats ORDER BY {order}").fetchall()
         for (chat_id,) in chats:
             try:
@@ -87,23 +88,19 @@ def _strict_text(raw: bytes) -> str:
     return raw.decode("utf-8")
 
 
-def _columns(db: sqlite3.Connection, table: str) -> set[str]:
-    return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-
-
 def _plan(db: sqlite3.Connection) -> dict[str, str]:
     """The SELECTs this database's schema allows (missing columns read as NULL)."""
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    have = _columns(db, "messages")
+    have = columns(db, "messages")
     picked = ", ".join(col if col in have else f"NULL AS {col}" for col in MESSAGE_COLUMNS)
-    chat_cols = _columns(db, "chats")
+    chat_cols = columns(db, "chats")
     plan = {
         "chat": f"SELECT {'title' if 'title' in chat_cols else 'NULL'}, "
         f"{'created_at' if 'created_at' in chat_cols else 'NULL'} FROM chats WHERE id = ?",
         "messages": f"SELECT {picked} FROM messages WHERE chat_id = ? ORDER BY id",
     }
     if "tool_calls" in tables:
-        tc = _columns(db, "tool_calls")
+        tc = columns(db, "tool_calls")
         result = "function_result" if "function_result" in tc else "NULL"
         plan["calls"] = (
             f"SELECT id, function_name, function_arguments, {result} FROM tool_calls WHERE message_id = ? ORDER BY id"

@@ -35,6 +35,7 @@ from orchestrator.errors import UsageError
 from orchestrator.sources import MissingSource
 from orchestrator.sources.filters import parse_time
 from orchestrator.sources.snapshot import SQLITE_MAGIC
+from orchestrator.sources.sqlite import columns
 from orchestrator.sources.trees import branch_to
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ def _read_db(path: Path) -> Iterator[Conversation | SkippedRecord]:
     db.text_factory = bytes  # a row that is not UTF-8 is one skip, not the end of the read
     try:
         ratings = _feedback_ratings(db, path)
-        have = _columns(db, "chat")
+        have = columns(db, "chat")
         created = "created_at" if "created_at" in have else "NULL"
         title = "title" if "title" in have else "NULL"
         rows = db.execute(f"SELECT id, {title}, chat, {created} FROM chat ORDER BY {created}, id")
@@ -141,12 +142,6 @@ def _read_db(path: Path) -> Iterator[Conversation | SkippedRecord]:
         db.close()
 
 
-def _columns(db: sqlite3.Connection, table: str) -> set[str]:
-    """The column names of ``table`` (none when it does not exist), whatever the connection's text_factory."""
-    names = (row[1] for row in db.execute(f"PRAGMA table_info({table})"))
-    return {name.decode("utf-8", "replace") if isinstance(name, bytes) else name for name in names}
-
-
 def _feedback_ratings(db: sqlite3.Connection, path: Path) -> dict[str, dict[str, int]]:
     """Ratings from the ``feedback`` table (open_webui/models/feedbacks.py), by chat id then message id.
 
@@ -156,7 +151,7 @@ def _feedback_ratings(db: sqlite3.Connection, path: Path) -> dict[str, dict[str,
     cannot be read only loses its rating: neither stops the read. The latest update of a message wins.
     """
     try:
-        have = _columns(db, "feedback")
+        have = columns(db, "feedback")
         if not {"data", "meta"} <= have:
             return {}
         kind = "type" if "type" in have else "NULL"

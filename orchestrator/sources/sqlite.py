@@ -46,6 +46,12 @@ def connect_readonly(path: Path, what: str, busy_timeout: float = 10.0) -> sqlit
         raise _error(path, what, exc) from None
 
 
+def columns(db: sqlite3.Connection, table: str) -> set[str]:
+    """The column names of ``table`` (none when it does not exist), whatever the connection's text_factory."""
+    names = (row[1] for row in db.execute(f"PRAGMA table_info({table})"))
+    return {name.decode("utf-8", "replace") if isinstance(name, bytes) else name for name in names}
+
+
 def _open(uri: str, busy_timeout: float) -> sqlite3.Connection:
     db = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None)
     try:
