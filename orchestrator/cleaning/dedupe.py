@@ -17,6 +17,7 @@ keeps the same conversations on every machine.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -65,30 +66,48 @@ class NearDuplicates:
 
     def seen_all(self, texts: list[str]) -> list[bool]:
         """For each text in order, whether it nearly duplicates a kept one (or an earlier one of ``texts``);
-        the others are kept."""
+        the others are kept.
+
+        Most texts share no band with any other: those are found for the whole chunk with set operations
+        and kept at once. Only a text with a shared band is compared, one at a time and in order.
+        """
         signature, sketches, bounds = signatures(texts)
-        keys = _band_keys(signature, self.bands, self.rows).tolist()
-        out = []
-        for index, bands in enumerate(keys):
-            sketch = sketches[bounds[index] : bounds[index + 1]]
-            found = [hit for hit in map(dict.get, self._tables, bands) if hit is not None]
-            duplicate = bool(found) and any(
-                jaccard(sketch, self._kept[c]) >= self.threshold for c in sorted(_flatten(found))
-            )
-            out.append(duplicate)
-            if duplicate:
-                continue
-            kept = len(self._kept)
-            self._kept.append(sketch.copy())  # not a view: that would hold the whole chunk's array
-            for table, key in zip(self._tables, bands, strict=True):
-                held = table.get(key)  # one index, or a list of them when band keys collide
-                if held is None:
-                    table[key] = kept
-                elif type(held) is int:
-                    table[key] = [held, kept]
-                else:
-                    held.append(kept)
+        keys = _band_keys(signature, self.bands, self.rows)
+        columns = keys.T.tolist()
+        shared = np.zeros(len(texts), dtype=bool)
+        for table, column in zip(self._tables, columns, strict=True):
+            known = table.keys() & column
+            if len(set(column)) < len(column):  # some keys are shared within the chunk
+                counts = Counter(column)
+                known |= {key for key, n in counts.items() if n > 1}
+            if known:
+                shared |= np.fromiter((key in known for key in column), dtype=bool, count=len(column))
+        out = shared.tolist()
+        alone = np.flatnonzero(~shared).tolist()
+        base = len(self._kept)
+        self._kept += [sketches[bounds[i] : bounds[i + 1]].copy() for i in alone]  # copies: a view holds the chunk
+        for table, column in zip(self._tables, columns, strict=True):
+            table.update(zip([column[i] for i in alone], range(base, base + len(alone)), strict=True))
+        for index in np.flatnonzero(shared).tolist():
+            out[index] = self._seen(sketches[bounds[index] : bounds[index + 1]], [c[index] for c in columns])
         return out
+
+    def _seen(self, sketch: np.ndarray, bands: list[int]) -> bool:
+        """Whether ``sketch`` nearly duplicates a kept conversation sharing one of its bands; else keep it."""
+        found = [hit for hit in map(dict.get, self._tables, bands) if hit is not None]
+        if found and any(jaccard(sketch, self._kept[c]) >= self.threshold for c in sorted(_flatten(found))):
+            return True
+        kept = len(self._kept)
+        self._kept.append(sketch.copy())  # not a view: that would hold the whole chunk's array
+        for table, key in zip(self._tables, bands, strict=True):
+            held = table.get(key)  # one index, or a list of them when band keys collide
+            if held is None:
+                table[key] = kept
+            elif type(held) is int:
+                table[key] = [held, kept]
+            else:
+                held.append(kept)
+        return False
 
 
 def _flatten(found: list) -> set[int]:
@@ -155,12 +174,9 @@ def _bottom_k(shingles: np.ndarray, owner: np.ndarray, texts: int) -> tuple[np.n
     """Each text's SKETCH smallest distinct shingle hashes (their top 32 bits, which are enough for an
     estimate and halve what every kept conversation holds), sorted and laid end to end, and how many
     each text has."""
-    values = (shingles >> np.uint64(32)).astype(np.uint32)
-    order = np.lexsort((values, owner))
-    values, owner = values[order], owner[order]
-    fresh = np.ones(len(values), dtype=bool)
-    fresh[1:] = (values[1:] != values[:-1]) | (owner[1:] != owner[:-1])
-    values, owner = values[fresh], owner[fresh]
+    keys = np.sort((owner.astype(np.uint64) << np.uint64(32)) | (shingles >> np.uint64(32)))
+    keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))]  # distinct
+    owner, values = (keys >> np.uint64(32)).astype(np.intp), keys.astype(np.uint32)
     counts = np.bincount(owner, minlength=texts)
     starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
     keep = np.arange(len(values)) - starts[owner] < SKETCH
@@ -173,20 +189,28 @@ def _word_hashes(data: np.ndarray, text_ends: np.ndarray) -> tuple[np.ndarray, n
     edges = np.diff(np.concatenate(([False], inside, [False])).astype(np.int8))
     starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
     with np.errstate(over="ignore"):
-        powers = _powers(_P, len(data))
-        inverse = _powers(_P_INV, len(data))
+        powers, inverse = _powers(_P, len(data)), _powers(_P_INV, len(data))
         prefix = np.zeros(len(data) + 1, dtype=np.uint64)
         np.cumsum(data.astype(np.uint64) * powers, dtype=np.uint64, out=prefix[1:])
         words = (prefix[ends] - prefix[starts]) * inverse[starts]
     return _mix(words), np.searchsorted(text_ends, starts)
 
 
+_POWERS: dict[int, np.ndarray] = {}  # base -> its powers, kept up to CACHED_POWERS of them
+CACHED_POWERS = 1 << 20
+
+
 def _powers(base: int, count: int) -> np.ndarray:
-    """base ** i modulo 2**64 for i in range(count)."""
-    factors = np.full(count, base, dtype=np.uint64)
-    factors[:1] = 1
-    with np.errstate(over="ignore"):
-        return np.cumprod(factors, dtype=np.uint64)
+    """base ** i modulo 2**64 for i in range(count); tables of up to CACHED_POWERS are made once."""
+    table = _POWERS.get(base)
+    if table is None or len(table) < count:
+        factors = np.full(max(count, min(CACHED_POWERS, 2 * count)), base, dtype=np.uint64)
+        factors[:1] = 1
+        with np.errstate(over="ignore"):
+            table = np.cumprod(factors, dtype=np.uint64)
+        if len(table) <= CACHED_POWERS:
+            _POWERS[base] = table
+    return table[:count]
 
 
 def _shingles(words: np.ndarray, owner: np.ndarray, texts: int) -> tuple[np.ndarray, np.ndarray]:

@@ -21,15 +21,14 @@ each rule needs at least one of:
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
 RUN = 20
 _RUN_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=_\\-"
 _KEYWORDS = (b"key", b"pass", b"pwd", b"secret", b"contrase", b"xox", b"authtoken", b"putty", b"@", b"://")
 _KEYWORDS += ("\u212a".encode(), "\u017f".encode())  # Kelvin sign (folds to k), long s (folds to s)
-_CASED = re.compile(rb"eyJ|AKC|AP[0-9A-F]|\+[0-9]")
+_CASED = (b"eyJ", b"AKC")
+_FOLLOWED = ((b"AP", b"0123456789ABCDEF"), (b"+", b"0123456789"))  # a literal, then one byte of these
 _PHONE_DIGITS, _PHONE_WINDOW = 10, 14
 _SEPARATOR = b"\n"  # joins texts; it breaks runs and keywords (a digit window across it flags both texts)
 
@@ -60,11 +59,15 @@ def screen(texts: list[str]) -> list[bool]:
     lowered = blob.lower()
     for keyword in _KEYWORDS:
         mark(_find_all(lowered, keyword))
-    mark([m.start() for m in _CASED.finditer(blob)])
-    digits = np.concatenate(([0], np.cumsum(_DIGIT[data], dtype=np.int32)))
-    if digits[-1] >= _PHONE_DIGITS:  # the windows that start at each byte (cut short at the end)
-        window = digits[np.minimum(np.arange(len(data)) + _PHONE_WINDOW, len(data))] - digits[:-1]
-        mark(np.flatnonzero(window >= _PHONE_DIGITS))
+    for literal in _CASED:
+        mark(_find_all(blob, literal))
+    for literal, then in _FOLLOWED:
+        after = len(literal)
+        mark([at for at in _find_all(blob, literal) if (nxt := blob[at + after : at + after + 1]) and nxt in then])
+    digits = np.flatnonzero(_DIGIT[data])
+    if len(digits) >= _PHONE_DIGITS:  # ten digits, the first and the last fewer than 14 bytes apart
+        close = digits[_PHONE_DIGITS - 1 :] - digits[: 1 - _PHONE_DIGITS] < _PHONE_WINDOW
+        mark(digits[: 1 - _PHONE_DIGITS][close])
     return flagged.tolist()
 
 

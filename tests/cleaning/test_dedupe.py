@@ -96,3 +96,14 @@ def test_small_conversations_are_compared_exactly():
     b = a.replace("ten", "eleven")  # 8 shingles, 7 shared of 9
     _, sketches, bounds = signatures([a, b])
     assert jaccard(sketches[bounds[0] : bounds[1]], sketches[bounds[1] : bounds[2]]) == 7 / 9
+
+
+def test_a_texts_signature_does_not_depend_on_its_neighbours():
+    from orchestrator.cleaning.dedupe import signatures
+
+    text = "The quick brown fox jumps over the lazy dog, twice: the quick brown fox!"
+    alone, alone_sketch, _ = signatures([text])
+    crowd = ["filler words " * 50 * n for n in range(1, 40)] + [text]
+    among, sketches, bounds = signatures(crowd)
+    assert (among[-1] == alone[0]).all()
+    assert (sketches[bounds[-2] : bounds[-1]] == alone_sketch).all()

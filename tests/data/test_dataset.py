@@ -299,3 +299,28 @@ def test_a_dataset_folder_that_cannot_be_written_is_one_error_line(tmp_path, cap
     code = main(["data", "export", "--file", str(src), "--name", "mine", "--dataset-dir", str(folder)])
     err = capsys.readouterr().err
     assert code == 1 and err.startswith(f"error: cannot write {folder}/") and err.count("\n") == 1
+
+
+def test_the_export_pauses_the_cyclic_collector_and_restores_it_even_when_a_source_fails(tmp_path):
+    import gc
+
+    seen = []
+
+    def chats():
+        seen.append(gc.isenabled())
+        yield Conversation(id="a", messages=[Message("user", "Hi"), Message("assistant", "Hello")])
+        seen.append(gc.isenabled())
+        raise RuntimeError("the source broke")
+
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError):
+        export_dataset(chats(), "gc", tmp_path)
+    assert seen == [True, False] and gc.isenabled()
+    gc.disable()
+    try:
+        export_dataset(
+            iter([Conversation(id="b", messages=[Message("user", "Hi"), Message("assistant", "Yo")])]), "gc", tmp_path
+        )
+        assert not gc.isenabled()  # left as the caller had it
+    finally:
+        gc.enable()
