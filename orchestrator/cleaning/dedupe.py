@@ -86,8 +86,9 @@ class NearDuplicates:
         alone = np.flatnonzero(~shared).tolist()
         base = len(self._kept)
         self._kept += [sketches[bounds[i] : bounds[i + 1]].copy() for i in alone]  # copies: a view holds the chunk
+        numbers = list(range(base, base + len(alone)))  # one int object per kept conversation, in every table
         for table, column in zip(self._tables, columns, strict=True):
-            table.update(zip([column[i] for i in alone], range(base, base + len(alone)), strict=True))
+            table.update(zip([column[i] for i in alone], numbers, strict=True))
         for index in np.flatnonzero(shared).tolist():
             out[index] = self._seen(sketches[bounds[index] : bounds[index + 1]], [c[index] for c in columns])
         return out
