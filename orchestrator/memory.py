@@ -144,9 +144,15 @@ class MemoryStore:
         self._db.close()
 
     def _refuse_foreign(self) -> None:
-        if check_version(self._db, self.path, SCHEMA_VERSION) > 0:
-            return
-        if self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+        # Both reads in one read transaction: another process creating the store between them would
+        # otherwise be seen half way, its tables there but its version not yet.
+        self._db.execute("BEGIN")
+        try:
+            ours = check_version(self._db, self.path, SCHEMA_VERSION) > 0
+            tables = self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        finally:
+            self._db.execute("COMMIT")
+        if not ours and tables:
             raise UsageError(
                 f"{self.path}: not an orchestrator memory store (a SQLite file with other tables); "
                 "give a new path or the file `orchestrator chat` records into"

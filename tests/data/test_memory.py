@@ -199,6 +199,34 @@ def _version_1_store(path) -> None:
     db.close()
 
 
+def test_a_store_created_between_the_two_foreign_checks_is_not_called_foreign(tmp_path, monkeypatch):
+    # The race CI once lost: one process reads "version 0", another then creates the whole store, and the
+    # first, reading the tables next, took the fresh store for another program's file.
+    import threading
+
+    import orchestrator.memory as memory
+
+    path = tmp_path / "race.db"
+    creator = threading.Thread(target=lambda: MemoryStore(path, busy_timeout=30).close())
+    real_check = memory.check_version
+
+    def check_then_let_the_other_create(db, where, supported):
+        version = real_check(db, where, supported)
+        if not creator.is_alive() and creator.ident is None:
+            creator.start()
+            creator.join(1.0)  # done at once unless this reader holds its snapshot; then it waits for us
+        return version
+
+    monkeypatch.setattr(memory, "check_version", check_then_let_the_other_create)
+    with MemoryStore(path) as store:
+        store.add_message("s", Message("user", "hi"))
+    creator.join(30)
+    assert not creator.is_alive()
+    monkeypatch.undo()
+    with MemoryStore(path) as store:
+        assert [m.content for m in store.messages("s")] == ["hi"]
+
+
 def test_a_reader_never_migrates_an_older_store(tmp_path):
     path = tmp_path / "m.db"
     _version_1_store(path)
