@@ -1,10 +1,12 @@
 """Dataset export speed and memory: the orchestrator's export (redaction off, on, and the recipe's
-defaults: redaction on and near duplicates at 0.9) against a naive standard-library loop that only
-reads the JSONL, maps roles and writes ShareGPT, on the same synthetic file, each in a fresh process
-(imports, the tokenizer's load and the token figures included), measured in this run.
+defaults: redaction on and near duplicates at 0.9), in one process and with its worker processes,
+against a naive standard-library loop that only reads the JSONL, maps roles and writes ShareGPT, on
+the same synthetic file, each in a fresh process (imports, the tokenizer's load and the token figures
+included), measured in this run.
 
 Usage: python bench/export_speed.py [--messages N]   (default 1,000,000 messages)
-Prints seconds, messages per second and peak RSS of each, and the ratio to the naive loop.
+Prints seconds, messages per second and peak RSS of each (and of the largest worker), and the ratio
+to the naive loop.
 """
 
 from __future__ import annotations
@@ -32,10 +34,15 @@ NAIVE = textwrap.dedent(
 OURS = textwrap.dedent(
     """
     import sys
+    from orchestrator import export_pool
     from orchestrator.dataset import export_dataset
-    from orchestrator.sources.files import read_file
+    from orchestrator.recipe import FileSource
+    from orchestrator.sources import read_sources
     redact, near = sys.argv[3] == "on", None if sys.argv[4] == "off" else float(sys.argv[4])
-    export_dataset(read_file(sys.argv[1]), "bench", sys.argv[2], redact=redact, near_duplicates=near)
+    # one: no workers, however large the file; pool: workers, however small
+    export_pool.PARALLEL_BYTES = 1 << 62 if sys.argv[5] == "one" else 0
+    source = FileSource(type="file", path=sys.argv[1])  # as `orchestrator data export --file` reads it
+    export_dataset(read_sources([source]), "bench", sys.argv[2], redact=redact, near_duplicates=near)
     """
 )
 MEASURE = textwrap.dedent(
@@ -44,7 +51,8 @@ MEASURE = textwrap.dedent(
     start = time.perf_counter()
     sys.argv = sys.argv[1:]
     exec(compile(open(sys.argv[0]).read(), sys.argv[0], "exec"), {"__name__": "__main__"})
-    print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest export worker
+    print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, children)
     """
 )
 
@@ -62,7 +70,7 @@ def synthetic(path: Path, messages: int) -> None:
             out.write(json.dumps({"messages": turns}) + "\n")
 
 
-def run(work: Path, script: str, *args: str) -> tuple[float, float]:
+def run(work: Path, script: str, *args: str) -> tuple[float, float, float]:
     code = work / f"script-{abs(hash(script))}.py"
     code.write_text(script)
     driver = work / "measure.py"
@@ -70,8 +78,8 @@ def run(work: Path, script: str, *args: str) -> tuple[float, float]:
     done = subprocess.run([sys.executable, str(driver), str(code), *args], capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(done.stderr[-2000:])
-    seconds, rss_kib = done.stdout.split()[-2:]
-    return float(seconds), int(rss_kib) / 1024
+    seconds, rss_kib, worker_kib = done.stdout.split()[-3:]
+    return float(seconds), int(rss_kib) / 1024, int(worker_kib) / 1024
 
 
 def main() -> None:
@@ -83,15 +91,37 @@ def main() -> None:
         source = work / "chats.jsonl"
         synthetic(source, args.messages)
         naive = run(work, NAIVE, str(source), str(work / "naive.jsonl"))
-        off = run(work, OURS, str(source), str(work / "off"), "off", "off")
-        on = run(work, OURS, str(source), str(work / "on"), "on", "off")
-        defaults = run(work, OURS, str(source), str(work / "defaults"), "on", "0.9")
+        runs = []
+        for label, redact, near in (
+            ("redact off", "off", "off"),
+            ("redact on", "on", "off"),
+            ("defaults", "on", "0.9"),
+        ):
+            for mode in ("one", "pool"):
+                runs.append(
+                    (
+                        f"{label}, {mode_label(mode)}",
+                        run(work, OURS, str(source), str(work / "out"), redact, near, mode),
+                    )
+                )
     n = args.messages
-    print(f"{n:,} messages ({n // 4:,} conversations)")
-    print(f"naive stdlib loop          {naive[0]:7.2f} s  {n / naive[0]:>9,.0f} msg/s  {naive[1]:6.0f} MiB (reference)")
-    runs = (("redact off", off), ("redact on", on), ("redact on, near dups 0.9", defaults))
-    for label, (seconds, rss) in runs:
-        print(f"{label:<26} {seconds:7.2f} s  {n / seconds:>9,.0f} msg/s  {rss:6.0f} MiB ({seconds / naive[0]:.2f}x)")
+    print(f"{n:,} messages ({n // 4:,} conversations), {worker_count()} export workers on this machine")
+    print("  (defaults: redaction on and near duplicates at 0.9, as a recipe has them)")
+    print(f"{'naive stdlib loop':<30} {naive[0]:7.2f} s  {n / naive[0]:>9,.0f} msg/s  {naive[1]:6.0f} MiB (reference)")
+    for label, (seconds, rss, worker_rss) in runs:
+        workers = f" + {worker_rss:.0f} MiB per worker" if worker_rss > 20 else ""
+        speed = f"{seconds:7.2f} s  {n / seconds:>9,.0f} msg/s  {rss:6.0f} MiB{workers}"
+        print(f"{label:<30} {speed} ({seconds / naive[0]:.2f}x)")
+
+
+def mode_label(mode: str) -> str:
+    return "one process" if mode == "one" else "workers"
+
+
+def worker_count() -> int:
+    from orchestrator.export_pool import worker_count
+
+    return worker_count()
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ import time
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_guard() -> None:
+def die_with_parent() -> None:
+    """Have the kernel SIGKILL this process when the thread that started it ends (Linux)."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
@@ -45,7 +46,7 @@ def main(argv: list[str]) -> int:
     stop = []
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda signum, frame: stop.append(signum))
-    preexec = _die_with_guard if sys.platform.startswith("linux") else None
+    preexec = die_with_parent if sys.platform.startswith("linux") else None
     try:
         child = subprocess.Popen(command, preexec_fn=preexec)  # noqa: PLW1509 (single-threaded here)
     except OSError as exc:

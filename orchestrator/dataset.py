@@ -15,18 +15,19 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from orchestrator import export_pool
 from orchestrator.chat_templates import canonical_arguments, canonical_tools
-from orchestrator.cleaning.dedupe import NearDuplicates, record_text
+from orchestrator.cleaning.dedupe import NearDuplicates, record_text, sign
 from orchestrator.cleaning.redact import check_available, redact_conversations
 from orchestrator.cleaning.split import EVAL_SUFFIX, Splitter
-from orchestrator.cleaning.tokens import TokenCounter
+from orchestrator.cleaning.tokens import TokenCounter, may_exceed, measurer, sample_hash
 from orchestrator.conversations import (
     Conversation,
     MalformedError,
@@ -49,6 +50,7 @@ from orchestrator.errors import UsageError
 from orchestrator.export_report import LONG_MESSAGE_CHARS, NEAR_DUPLICATES, ExportReport
 from orchestrator.fsutil import atomic_path, file_lock, write_json
 from orchestrator.recipe import DataSpec, TrainSpec
+from orchestrator.sources import Sources
 
 THINK_OPEN, THINK_CLOSE = "<think>\n", "\n</think>\n\n"
 # Several tool results in a row become one observation turn; LLaMA-Factory wraps the observation in
@@ -63,6 +65,9 @@ CUTOFF_LEN = TrainSpec.model_fields["cutoff_len"].default
 EVAL_SPLIT = DataSpec.model_fields["eval_split"].default
 
 
+_NO_FIXES: Counter = Counter()  # shared by every conversation that needed no repair: never changed
+
+
 class Skip(Exception):
     """Raised by the repair steps when a conversation cannot be used; the message is the reason."""
 
@@ -74,7 +79,7 @@ def repair(conv: Conversation, *, keep_thinking: bool = True) -> tuple[list[Mess
     """
     plain = _plain_turns(conv)
     if plain is not None:
-        return plain, conv.system or "", Counter()
+        return plain, conv.system or "", _NO_FIXES
     fixes: Counter = Counter()
     _check_shape(conv)
     for message in conv.messages:
@@ -264,41 +269,56 @@ def export_dataset(
         check_available()
     thinking = keep_thinking if enable_thinking is None else enable_thinking
     near = NearDuplicates(near_duplicates) if near_duplicates is not None else None
-    steps = _Steps(redact, near, keep_thinking, TokenCounter(template, thinking, cutoff_len))
-    items = iter(items)
-    first = next(items, None)  # a source that cannot be read at all fails before any folder is made
-    from orchestrator.preferences import PREF_SUFFIX, PairWriter
+    tokens = TokenCounter(template, thinking, cutoff_len)
+    options = Options(
+        redact,
+        keep_thinking,
+        (near.bands, near.rows) if near else None,
+        cutoff_len,
+        (template, thinking) if tokens.enabled else None,
+    )
+    steps = _Steps(options, near, tokens)
+    workers = 0 if preferences else _workers_for(items)
+    with export_pool.PreparePool(workers) if workers else contextlib.nullcontext() as steps.pool:
+        if workers:  # while the workers start: plan their parts, and load the tokenizer the summary needs
+            steps.parts = items.parts(export_pool.PART_BYTES)  # type: ignore[attr-defined]
+            if steps.parts and not isinstance(steps.parts[0], list):  # the first source fails before any folder is made
+                steps.parts[0] = _peeked(steps.parts[0])
+            _ = tokens.measurer
+        else:
+            items = _peeked(items)
+        from orchestrator.preferences import PREF_SUFFIX, PairWriter
 
-    eval_name, pref_name = f"{name}{EVAL_SUFFIX}", f"{name}{PREF_SUFFIX}"
-    wanted = [name] + [eval_name] * bool(eval_split) + [pref_name] * preferences
-    targets = {entry: dataset_dir / f"{entry}.jsonl" for entry in wanted}
-    report = ExportReport(name=name, redact=redact, near_threshold=near_duplicates, template=template)
-    with contextlib.ExitStack() as locked:
-        with contextlib.ExitStack() as files:
-            handles = {entry: _open_target(files, target) for entry, target in targets.items()}
-            steps.splitter = Splitter(eval_split, handles[name], handles.get(eval_name))
-            if preferences:
-                steps.pairs = PairWriter(handles[pref_name], redact=redact, keep_thinking=keep_thinking)
-            _write_records(itertools.chain([] if first is None else [first], items), report, steps)
-            steps.splitter.finish()
-            report.eval_written = steps.splitter.eval_written
-            if steps.pairs:
-                report.pairs, report.pairs_skipped = steps.pairs.written, steps.pairs.skipped
-            for handle in handles.values():
-                handle.flush()
-                os.fsync(handle.fileno())
-            _check_written(name, report, eval_split, preferences)
-            # Exports into one folder read, change and write dataset_info.json one at a time, so none loses
-            # another's entry; held until it is written. The lock file stays (removing it would race).
-            locked.enter_context(file_lock(dataset_dir / LOCK_FILE, what=str(info_path)))
-            info = read_dataset_info(info_path)
-        for entry, target in targets.items():  # every file is in place: register them
-            info[entry] = ranking_entry(target.name) if entry == pref_name else dataset_entry(target.name)
-        write_json(info_path, info)
+        eval_name, pref_name = f"{name}{EVAL_SUFFIX}", f"{name}{PREF_SUFFIX}"
+        wanted = [name] + [eval_name] * bool(eval_split) + [pref_name] * preferences
+        targets = {entry: dataset_dir / f"{entry}.jsonl" for entry in wanted}
+        report = ExportReport(name=name, redact=redact, near_threshold=near_duplicates, template=template)
+        with contextlib.ExitStack() as locked:
+            with contextlib.ExitStack() as files:
+                handles = {entry: _open_target(files, target) for entry, target in targets.items()}
+                steps.splitter = Splitter(eval_split, handles[name], handles.get(eval_name))
+                if preferences:
+                    steps.pairs = PairWriter(handles[pref_name], redact=redact, keep_thinking=keep_thinking)
+                _write_records(items, report, steps)
+                steps.splitter.finish()
+                report.eval_written = steps.splitter.eval_written
+                if steps.pairs:
+                    report.pairs, report.pairs_skipped = steps.pairs.written, steps.pairs.skipped
+                for handle in handles.values():
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                _check_written(name, report, eval_split, preferences)
+                # Exports into one folder read, change and write dataset_info.json one at a time, so none loses
+                # another's entry; held until it is written. The lock file stays (removing it would race).
+                locked.enter_context(file_lock(dataset_dir / LOCK_FILE, what=str(info_path)))
+                info = read_dataset_info(info_path)
+            for entry, target in targets.items():  # every file is in place: register them
+                info[entry] = ranking_entry(target.name) if entry == pref_name else dataset_entry(target.name)
+            write_json(info_path, info)
     report.dataset_path, report.info_path = targets[name], info_path
     report.eval_path, report.pref_path = targets.get(eval_name), targets.get(pref_name)
+    report.tokens = steps.tokens.summary()  # loads the tokenizer, if nothing did: then it may turn out unusable
     report.tokens_unavailable = steps.tokens.unavailable
-    report.tokens = steps.tokens.summary()
     report.report_path = dataset_dir / f"{name}{REPORT_SUFFIX}"
     write_json(report.report_path, report.to_dict())
     return report
@@ -306,15 +326,32 @@ def export_dataset(
 
 @dataclass
 class _Steps:
-    """What the export does to each conversation besides repairing it."""
+    """What the export does to each conversation besides repairing it, and where it reads them."""
 
-    redact: bool
+    options: Options
     near: NearDuplicates | None
-    keep_thinking: bool
     tokens: TokenCounter
     seen: set[bytes] = field(default_factory=set)
     splitter: Splitter | None = None
     pairs: Any = None  # a preferences.PairWriter when preference pairs are exported
+    parts: list | None = None  # Sources.parts when worker processes read the large JSONL files
+    pool: Any = None  # their export_pool.PreparePool
+
+
+def _workers_for(items: Any) -> int:
+    """How many worker processes to prepare ``items`` with: none unless it holds large JSONL files
+    (a ``Sources`` whose files add up to PARALLEL_BYTES) and this process may use several CPUs."""
+    if not isinstance(items, Sources) or items.file_bytes() < export_pool.PARALLEL_BYTES:
+        return 0
+    workers = export_pool.worker_count()
+    return workers if workers > 1 else 0
+
+
+def _peeked(items: Iterable[Conversation | SkippedRecord]) -> Iterator[Conversation | SkippedRecord]:
+    """``items``, its first one read now: a source that cannot be read at all fails here."""
+    items = iter(items)
+    first = next(items, None)
+    return itertools.chain([] if first is None else [first], items)
 
 
 def _open_target(files: contextlib.ExitStack, target: Path) -> Any:
@@ -345,70 +382,190 @@ def _check_written(name: str, report: ExportReport, eval_split: float, preferenc
         )
 
 
+@dataclass(frozen=True)
+class Options:
+    """What preparing a conversation depends on, handed to the worker processes as it is."""
+
+    redact: bool
+    keep_thinking: bool
+    near: tuple[int, int] | None  # the near-duplicate index's bands and rows
+    cutoff_len: int | None
+    tokens: tuple[str, bool] | None  # (template, enable_thinking) when token figures are made
+
+
+@dataclass
+class PreparedChunk:
+    """A chunk of conversations made ready to write, in columns (cheap to hand between processes).
+
+    The conversations that became lines are listed in input order by ``ids``, ``wheres``, ``lines`` and
+    ``digests``; the sparse columns are keyed by a line's index. ``skips`` holds (index, reason, where)
+    for each conversation that could not be used, the index being that of the next line, so the input
+    order can be replayed.
+    """
+
+    ids: list[str] = field(default_factory=list)
+    wheres: list[str] = field(default_factory=list)
+    lines: list[bytes] = field(default_factory=list)
+    digests: list[bytes] = field(default_factory=list)
+    skips: list[tuple[int, str, str]] = field(default_factory=list)
+    fixes: dict[int, Counter] = field(default_factory=dict)
+    redacted: dict[int, Counter] = field(default_factory=dict)
+    long_messages: list[int] = field(default_factory=list)  # lines holding a message over LONG_MESSAGE_CHARS
+    exact: dict[int, int] = field(default_factory=dict)  # token counts of the lines that may exceed cutoff_len
+    samples: dict[int, tuple] = field(default_factory=dict)  # (turns, system, tools) of the ones that may be sampled
+    signed: Any = None  # the lines' near-duplicate signatures (a cleaning.dedupe.Signed), None without
+
+
+def prepare_chunk(
+    items: list[Conversation | SkippedRecord], options: Options, sample_bound: int | None = None
+) -> PreparedChunk:
+    """Repair, redact (one screen pass for the whole chunk) and serialize, in input order; count the
+    tokens of those that may exceed cutoff_len. A conversation keeps its turns for the token sample only
+    when its hash is at most ``sample_bound`` (None: always). Depends on nothing but its arguments, so
+    worker processes run it as the parent would."""
+    out = PreparedChunk()
+    repaired = []
+    for item in items:
+        if isinstance(item, SkippedRecord):
+            out.skips.append((len(repaired), item.reason, f"{item.source} {item.record}"))
+            continue
+        try:
+            turns, system, fixes = repair(item, keep_thinking=options.keep_thinking)
+        except Skip as exc:
+            out.skips.append((len(repaired), str(exc), item.where or item.id))
+            continue
+        repaired.append((item, fixes, turns, system))
+    if options.redact:
+        cleaned = redact_conversations([(turns, system) for *_, turns, system in repaired])
+    else:
+        cleaned = [(turns, system, None) for *_, turns, system in repaired]
+    skips, out.skips = out.skips, []
+    texts, long = [], []
+    for at, ((item, fixes, *_), (turns, system, redacted)) in enumerate(zip(repaired, cleaned, strict=True)):
+        while skips and skips[0][0] == at:
+            out.skips.append((len(out.lines), *skips.pop(0)[1:]))
+        where = item.where or item.id
+        try:
+            line, record = _record_line(turns, system, item.tools)
+        except Skip as exc:
+            out.skips.append((len(out.lines), str(exc), where))
+            continue
+        index = len(out.lines)
+        digest = hashlib.blake2b(line, digest_size=16).digest()
+        out.ids.append(item.id)
+        out.wheres.append(where)
+        out.lines.append(line)
+        out.digests.append(digest)
+        if fixes:
+            out.fixes[index] = fixes
+        if redacted:
+            out.redacted[index] = redacted
+        if len(line) > LONG_MESSAGE_CHARS and any(len(m.content) > LONG_MESSAGE_CHARS for m in turns):
+            out.long_messages.append(index)
+        if options.tokens:
+            if sample_bound is None or sample_hash(digest) <= sample_bound:
+                out.samples[index] = (turns, system, item.tools)
+            if may_exceed(options.cutoff_len, len(line), len(turns), item.tools):
+                long.append((index, (turns, system, item.tools)))
+        if options.near:
+            texts.append(record_text(record))
+    out.skips += [(len(out.lines), *skip[1:]) for skip in skips]
+    counter = measurer(*options.tokens) if long else None
+    if counter is not None:
+        out.exact = dict(zip([i for i, _ in long], counter.count([counter.render(*c) for _, c in long]), strict=True))
+    out.signed = sign(texts, *options.near) if options.near else None
+    return out
+
+
+def prepare_part(part: Any, options: Options, sample_bound: int | None) -> list[PreparedChunk]:
+    """A worker's task: read one ``sources.SourcePart`` and prepare it, a chunk at a time."""
+    try:
+        return [prepare_chunk(chunk, options, sample_bound) for chunk in export_pool.batched(part.read(), CHUNK)]
+    except OSError as exc:  # the file changed under the export (removed, truncated, unreadable)
+        raise UsageError(
+            f"{part.part.path}: cannot be read ({exc.strerror or exc}); check the file and run again"
+        ) from None
+
+
 def _write_records(items: Iterable[Conversation | SkippedRecord], report: ExportReport, steps: _Steps) -> None:
-    items = iter(items)
     # The export keeps hundreds of thousands of objects alive (digests, sketches, the token sample) and
     # makes no reference cycles, so the cyclic collector would only walk them again and again (a fifth
     # of an export with near duplicates); it is paused meanwhile.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        while chunk := list(itertools.islice(items, CHUNK)):
-            _write_chunk(chunk, report, steps)
+        parts = steps.parts
+        if parts is None:
+            _prepare_here(items, report, steps)
+        else:
+            for part in parts:
+                if isinstance(part, list):  # shards of a large JSONL file, read by the worker processes
+                    for chunk in steps.pool.prepare(part, steps.options, steps.tokens.bound):
+                        _commit(chunk, report, steps)
+                else:
+                    _prepare_here(part, report, steps)
     finally:
         if collecting:
             gc.enable()
 
 
-def _write_chunk(chunk: list[Conversation | SkippedRecord], report: ExportReport, steps: _Steps) -> None:
-    """Repair, redact (one screen pass for the whole chunk), deduplicate and write, in input order."""
-    repaired = []
-    for item in chunk:
-        report.read += 1
-        if isinstance(item, SkippedRecord):
-            report.skip(item.reason, f"{item.source} {item.record}")
-            continue
+def _prepare_here(items: Iterable[Conversation | SkippedRecord], report: ExportReport, steps: _Steps) -> None:
+    for chunk in export_pool.batched(items, CHUNK):
         if steps.pairs:
-            steps.pairs.add(item)
-        try:
-            turns, system, fixes = repair(item, keep_thinking=steps.keep_thinking)
-        except Skip as exc:
-            report.skip(str(exc), item.where or item.id)
-            continue
-        repaired.append((item, turns, system, fixes))
-    if steps.redact:
-        cleaned = redact_conversations([(turns, system) for _, turns, system, _ in repaired])
+            for item in chunk:
+                if isinstance(item, Conversation):
+                    steps.pairs.add(item)
+        _commit(prepare_chunk(chunk, steps.options, steps.tokens.bound()), report, steps)
+
+
+def _commit(chunk: PreparedChunk, report: ExportReport, steps: _Steps) -> None:
+    """Deduplicate a prepared chunk against everything written before it, and write it, in order."""
+    digests = chunk.digests
+    report.read += len(digests) + len(chunk.skips)
+    if not chunk.skips and steps.seen.isdisjoint(digests) and len(set(digests)) == len(digests):
+        steps.seen.update(digests)  # the common chunk: nothing skipped, no exact duplicate
+        chosen = list(range(len(digests)))
     else:
-        cleaned = [(turns, system, None) for _, turns, system, _ in repaired]
-    unique = []
-    for (item, _, _, fixes), (turns, system, redacted) in zip(repaired, cleaned, strict=True):
-        try:
-            line, record = _record_line(turns, system, item.tools)
-        except Skip as exc:
-            report.skip(str(exc), item.where or item.id)
-            continue
-        digest = hashlib.blake2b(line, digest_size=16).digest()
-        if digest in steps.seen:
-            report.exact_duplicates += 1
-            report.skip("duplicate conversation", item.where or item.id)
-            continue
-        steps.seen.add(digest)
-        unique.append((item, fixes, turns, system, redacted, line, record, digest))
-    near = steps.near.seen_all([record_text(u[6]) for u in unique]) if steps.near else [False] * len(unique)
-    for (item, fixes, turns, system, redacted, line, _, digest), duplicate in zip(unique, near, strict=True):
-        if duplicate:
+        chosen = _unique(chunk, report, steps.seen)
+    near = steps.near.seen_signed(chunk.signed, chosen) if steps.near else None
+    if near is not None and any(near):
+        for index in itertools.compress(chosen, near):
             report.near_duplicates += 1
-            report.skip("near-duplicate conversation", item.where or item.id)
+            report.skip("near-duplicate conversation", chunk.wheres[index])
+        chosen = list(itertools.compress(chosen, [not duplicate for duplicate in near]))
+    kept = set(chosen) if len(chosen) < len(digests) else None  # None: every line
+    for column, into in ((chunk.fixes, report.repaired), (chunk.redacted, report.redacted)):
+        for index, counts in column.items():
+            if kept is None or index in kept:
+                into.update(counts)
+    report.long_messages += sum(1 for index in chunk.long_messages if kept is None or index in kept)
+    lines, ids = chunk.lines, chunk.ids
+    if kept is None:
+        steps.splitter.write_many(ids, lines)
+    else:
+        steps.splitter.write_many([ids[i] for i in chosen], [lines[i] for i in chosen])
+    report.written += len(chosen)
+    steps.tokens.add_chunk(chosen, digests, chunk.exact, chunk.samples)
+
+
+def _unique(chunk: PreparedChunk, report: ExportReport, seen: set[bytes]) -> list[int]:
+    """The indexes of the chunk's lines that are no exact duplicate, reporting the skips in input order."""
+    skips = iter(chunk.skips)
+    skip = next(skips, None)
+    chosen = []
+    for index, digest in enumerate([*chunk.digests, None]):
+        while skip is not None and skip[0] == index:
+            report.skip(skip[1], skip[2])
+            skip = next(skips, None)
+        if digest is None:
+            break
+        if digest in seen:
+            report.exact_duplicates += 1
+            report.skip("duplicate conversation", chunk.wheres[index])
             continue
-        if fixes:
-            report.repaired.update(fixes)
-        if redacted:
-            report.redacted.update(redacted)
-        if len(line) > LONG_MESSAGE_CHARS:  # no message is longer than its line
-            report.long_messages += any(len(m.content) > LONG_MESSAGE_CHARS for m in turns)
-        steps.splitter.write(item.id, line)
-        report.written += 1
-        steps.tokens.add(digest, turns, system, item.tools, len(line))
+        seen.add(digest)
+        chosen.append(index)
+    return chosen
 
 
 def _record_line(turns: list[Message], system: str, tools: list[dict[str, Any]]) -> tuple[bytes, dict]:

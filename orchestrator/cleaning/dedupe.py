@@ -18,7 +18,8 @@ keeps the same conversations on every machine.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -66,15 +67,20 @@ class NearDuplicates:
 
     def seen_all(self, texts: list[str]) -> list[bool]:
         """For each text in order, whether it nearly duplicates a kept one (or an earlier one of ``texts``);
-        the others are kept.
+        the others are kept."""
+        return self.seen_signed(sign(texts, self.bands, self.rows), range(len(texts)))
+
+    def seen_signed(self, signed: Signed, chosen: Sequence[int]) -> list[bool]:
+        """``seen_all`` for the ``chosen`` texts of ``signed`` (made by ``sign`` for this threshold's bands
+        and rows, possibly in another process), in order.
 
         Most texts share no band with any other: those are found for the whole chunk with set operations
         and kept at once. Only a text with a shared band is compared, one at a time and in order.
         """
-        signature, sketches, bounds = signatures(texts)
-        keys = _band_keys(signature, self.bands, self.rows)
-        columns = keys.T.tolist()
-        shared = np.zeros(len(texts), dtype=bool)
+        keys, sketches, bounds = signed
+        spans = [(bounds[i], bounds[i + 1]) for i in chosen]
+        columns = keys[list(chosen)].T.tolist() if len(spans) else [[] for _ in range(self.bands)]
+        shared = np.zeros(len(spans), dtype=bool)
         for table, column in zip(self._tables, columns, strict=True):
             known = table.keys() & column
             if len(set(column)) < len(column):  # some keys are shared within the chunk
@@ -85,12 +91,14 @@ class NearDuplicates:
         out = shared.tolist()
         alone = np.flatnonzero(~shared).tolist()
         base = len(self._kept)
-        self._kept += [sketches[bounds[i] : bounds[i + 1]].copy() for i in alone]  # copies: a view holds the chunk
+        # copies: a view would hold the whole chunk's array
+        self._kept += [sketches[spans[i][0] : spans[i][1]].copy() for i in alone]
         numbers = list(range(base, base + len(alone)))  # one int object per kept conversation, in every table
         for table, column in zip(self._tables, columns, strict=True):
             table.update(zip([column[i] for i in alone], numbers, strict=True))
         for index in np.flatnonzero(shared).tolist():
-            out[index] = self._seen(sketches[bounds[index] : bounds[index + 1]], [c[index] for c in columns])
+            start, end = spans[index]
+            out[index] = self._seen(sketches[start:end], [c[index] for c in columns])
         return out
 
     def _seen(self, sketch: np.ndarray, bands: list[int]) -> bool:
@@ -129,6 +137,21 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
         return 1.0
     shared = np.intersect1d(a, b, assume_unique=True)
     return np.count_nonzero(shared <= union[-1]) / len(union)
+
+
+class Signed(NamedTuple):
+    """What ``NearDuplicates`` needs of a chunk of texts: each one's band keys (a row per text), and the
+    bottom-k sketches laid end to end (text i's is ``sketches[bounds[i]:bounds[i + 1]]``)."""
+
+    keys: np.ndarray
+    sketches: np.ndarray
+    bounds: list[int]
+
+
+def sign(texts: list[str], bands: int, rows: int) -> Signed:
+    """The band keys and sketches of ``texts``: the numpy half of the work, done wherever the texts are."""
+    signature, sketches, bounds = signatures(texts)
+    return Signed(_band_keys(signature, bands, rows), sketches, bounds)
 
 
 def _band_keys(signature: np.ndarray, bands: int, rows: int) -> np.ndarray:

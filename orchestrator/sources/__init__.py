@@ -4,8 +4,9 @@ records it cannot read), streaming, so a large store is never loaded whole."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import UsageError
 
@@ -52,19 +53,71 @@ def _read(spec: Source) -> Iterator[Conversation | SkippedRecord]:
     return read_memory(spec.path, spec.sessions)
 
 
-def read_sources(specs: Iterable[Source], *, recipe_keys: bool = True) -> Iterator[Conversation | SkippedRecord]:
+def read_sources(specs: Iterable[Source], *, recipe_keys: bool = True) -> Sources:
     """Every source in turn. A source that cannot be read at all is a UsageError naming the file; with
     ``recipe_keys`` (the recipe's ``data.sources``) it also names the recipe key at fault, as in
     ``data.sources[1].path: data/x.db: no such memory store; ...``. Callers with their own options
     (``data export --db/--file``) pass ``recipe_keys=False`` and add their own hint."""
-    for index, spec in enumerate(specs):
+    return Sources(list(specs), recipe_keys)
+
+
+class Sources:
+    """The conversations of several sources in turn, as an iterable; ``parts`` gives the same records
+    with the large JSONL files cut into parts that worker processes can read on their own."""
+
+    def __init__(self, specs: list[Source], recipe_keys: bool) -> None:
+        self.specs, self.recipe_keys = specs, recipe_keys
+
+    def __iter__(self) -> Iterator[Conversation | SkippedRecord]:
+        for index, spec in enumerate(self.specs):
+            yield from self._named(index, lambda spec=spec: read_source(spec))
+
+    def file_bytes(self) -> int:
+        """The size of the JSONL files among the sources (what ``parts`` can cut)."""
+        return sum(_size(spec.path) for spec in self.specs if spec.type == "file" and str(spec.path).endswith(".jsonl"))
+
+    def parts(self, part_bytes: int) -> list[list[SourcePart] | Iterable[Conversation | SkippedRecord]]:
+        """In source order: for each JSONL file, its parts (a list of ``SourcePart``); for any other
+        source, its records to read here."""
+        from orchestrator.sources.files import jsonl_parts
+
+        out: list[Any] = []
+        for index, spec in enumerate(self.specs):
+            cut = jsonl_parts(spec.path, part_bytes) if spec.type == "file" else None
+            if cut is None:  # read here, errors named as when iterating
+                out.append(self._named(index, lambda spec=spec: read_source(spec)))
+            else:
+                out.append([SourcePart(part, spec) for part in cut])
+        return out
+
+    def _named(self, index: int, read: Any) -> Iterator[Conversation | SkippedRecord]:
         try:
-            yield from read_source(spec)
+            yield from read()
         except UsageError as exc:
-            if not recipe_keys:
+            if not self.recipe_keys:
                 raise
             key = getattr(exc, "source_key", "path")
             raise UsageError(f"data.sources[{index}].{key}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class SourcePart:
+    """A part of a JSONL file source, its filters applied: what a worker process reads."""
+
+    part: Any  # a files.JsonlPart
+    spec: Any  # the source's recipe object, for its filters
+
+    def read(self) -> Iterator[Conversation | SkippedRecord]:
+        from orchestrator.sources.filters import apply_filters
+
+        return apply_filters(self.part.read(), self.spec)
+
+
+def _size(path: Any) -> int:
+    try:
+        return Path(path).stat().st_size
+    except (OSError, TypeError, ValueError):
+        return 0
 
 
 def source_files(spec: Source) -> list[Path]:

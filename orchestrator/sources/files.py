@@ -9,7 +9,9 @@ the line (JSONL) or record (JSON) and the message; a .json file that cannot be p
 from __future__ import annotations
 
 import codecs
+import itertools
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from orchestrator.conversations import (
 from orchestrator.errors import UsageError
 from orchestrator.sources import MissingSource
 
+BLOCK = 8 << 20  # bytes read at a time when a JSONL file is cut into parts
 SHAREGPT_ROLES = {
     "human": "user",
     "user": "user",
@@ -53,10 +56,14 @@ def read_file(path: str | Path) -> Iterator[Conversation | SkippedRecord]:
         yield from _read_json(path)
 
 
-def _read_jsonl(path: Path) -> Iterator[Conversation | SkippedRecord]:
+def _read_jsonl(
+    path: Path, offset: int = 0, count: int | None = None, first: int = 1
+) -> Iterator[Conversation | SkippedRecord]:
+    """The records of ``count`` lines (None: all) from byte ``offset``, where line number ``first`` starts."""
     source, stem = str(path), path.stem
     with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
+        handle.seek(offset)
+        for number, raw in enumerate(itertools.islice(handle, count), start=first):
             if number == 1:
                 raw = raw.removeprefix(codecs.BOM_UTF8)
             if not raw or raw.isspace():
@@ -67,6 +74,42 @@ def _read_jsonl(path: Path) -> Iterator[Conversation | SkippedRecord]:
                 yield _unreadable_line(source, f"line {number}", raw, exc)
                 continue
             yield _parse_record(record, source, f"line {number}", f"{stem}:{number}")
+
+
+@dataclass(frozen=True)
+class JsonlPart:
+    """Whole lines of a JSONL file, to be read on their own (in a worker process): ``count`` lines (None:
+    to the end) from byte ``offset``, the first of them line number ``first``."""
+
+    path: Path
+    offset: int
+    count: int | None
+    first: int
+
+    def read(self) -> Iterator[Conversation | SkippedRecord]:
+        return _read_jsonl(self.path, self.offset, self.count, self.first)
+
+
+def jsonl_parts(path: str | Path, part_bytes: int) -> list[JsonlPart] | None:
+    """A JSONL file cut at line ends into parts of about ``part_bytes``, read in order they give the
+    same records as ``read_file``; None when the file is not JSONL (or is missing: ``read_file`` says so)."""
+    path = Path(path)
+    if path.suffix != ".jsonl" or not path.is_file():
+        return None
+    parts, offset, lines, start, start_line = [], 0, 0, 0, 1
+    with path.open("rb") as handle:
+        while block := handle.read(BLOCK):
+            end = offset + len(block)
+            cut = block.rfind(b"\n")
+            if cut >= 0 and end - start >= part_bytes:  # a part ends at this block's last line end
+                count = lines + block.count(b"\n", 0, cut + 1)
+                parts.append(JsonlPart(path, start, count - (start_line - 1), start_line))
+                start, start_line = offset + cut + 1, count + 1
+            lines += block.count(b"\n")
+            offset = end
+    if offset > start:
+        parts.append(JsonlPart(path, start, None, start_line))  # to the end of the file
+    return parts
 
 
 def _unreadable_line(source: str, where: str, raw: bytes, exc: ValueError) -> SkippedRecord:

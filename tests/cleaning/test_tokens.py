@@ -135,7 +135,7 @@ def test_a_conversation_is_never_longer_in_tokens_than_its_line_allows():
                 conv = Conversation(id="x", messages=messages)
                 turns, system, _ = repair(conv)
                 line = orjson.dumps(to_sharegpt(turns, system, [])) + b"\n"
-                count = len(tok.encode(counter._render(turns, system, []), add_special_tokens=False).ids)
+                count = len(tok.encode(counter.measurer.render(turns, system, []), add_special_tokens=False).ids)
                 assert count <= len(line) + tokens.TURN_TOKENS * (len(turns) + 1)
                 assert count > 0
 
