@@ -397,15 +397,17 @@ class Options:
 class PreparedChunk:
     """A chunk of conversations made ready to write, in columns (cheap to hand between processes).
 
-    The conversations that became lines are listed in input order by ``ids``, ``wheres``, ``lines`` and
-    ``digests``; the sparse columns are keyed by a line's index. ``skips`` holds (index, reason, where)
+    The conversations that became lines are listed in input order by ``ids``, ``wheres`` and ``digests``;
+    the lines themselves are joined in ``blob``, line i ending at ``ends[i]``; the sparse columns are keyed
+    by a line's index. ``skips`` holds (index, reason, where)
     for each conversation that could not be used, the index being that of the next line, so the input
     order can be replayed.
     """
 
     ids: list[str] = field(default_factory=list)
     wheres: list[str] = field(default_factory=list)
-    lines: list[bytes] = field(default_factory=list)
+    blob: bytes = b""
+    ends: list[int] = field(default_factory=list)
     digests: list[bytes] = field(default_factory=list)
     skips: list[tuple[int, str, str]] = field(default_factory=list)
     fixes: dict[int, Counter] = field(default_factory=dict)
@@ -440,21 +442,21 @@ def prepare_chunk(
     else:
         cleaned = [(turns, system, None) for *_, turns, system in repaired]
     skips, out.skips = out.skips, []
-    texts, long = [], []
+    texts, long, lines = [], [], []
     for at, ((item, fixes, *_), (turns, system, redacted)) in enumerate(zip(repaired, cleaned, strict=True)):
         while skips and skips[0][0] == at:
-            out.skips.append((len(out.lines), *skips.pop(0)[1:]))
+            out.skips.append((len(lines), *skips.pop(0)[1:]))
         where = item.where or item.id
         try:
             line, record = _record_line(turns, system, item.tools)
         except Skip as exc:
-            out.skips.append((len(out.lines), str(exc), where))
+            out.skips.append((len(lines), str(exc), where))
             continue
-        index = len(out.lines)
+        index = len(lines)
         digest = hashlib.blake2b(line, digest_size=16).digest()
         out.ids.append(item.id)
         out.wheres.append(where)
-        out.lines.append(line)
+        lines.append(line)
         out.digests.append(digest)
         if fixes:
             out.fixes[index] = fixes
@@ -469,11 +471,12 @@ def prepare_chunk(
                 long.append((index, (turns, system, item.tools)))
         if options.near:
             texts.append(record_text(record))
-    out.skips += [(len(out.lines), *skip[1:]) for skip in skips]
+    out.skips += [(len(lines), *skip[1:]) for skip in skips]
     counter = measurer(*options.tokens) if long else None
     if counter is not None:
         out.exact = dict(zip([i for i, _ in long], counter.count([counter.render(*c) for _, c in long]), strict=True))
     out.signed = sign(texts, *options.near) if options.near else None
+    out.blob, out.ends = b"".join(lines), list(itertools.accumulate(map(len, lines)))
     return out
 
 
@@ -539,11 +542,7 @@ def _commit(chunk: PreparedChunk, report: ExportReport, steps: _Steps) -> None:
             if kept is None or index in kept:
                 into.update(counts)
     report.long_messages += sum(1 for index in chunk.long_messages if kept is None or index in kept)
-    lines, ids = chunk.lines, chunk.ids
-    if kept is None:
-        steps.splitter.write_many(ids, lines)
-    else:
-        steps.splitter.write_many([ids[i] for i in chosen], [lines[i] for i in chosen])
+    steps.splitter.write_lines(chunk.ids, chunk.blob, chunk.ends, None if kept is None else chosen)
     report.written += len(chosen)
     steps.tokens.add_chunk(chosen, digests, chunk.exact, chunk.samples)
 

@@ -56,13 +56,14 @@ class Splitter:
         else:
             self.train.write(heapq.heappushpop(self.heap, entry)[2])
 
-    def write_many(self, conversation_ids: list[str], lines: list[bytes]) -> None:
-        """``write`` for several lines, in order (one write when nothing is held out)."""
-        if self.share is None and not self.count:
-            self.train.write(b"".join(lines))
+    def write_lines(self, ids: list[str], blob: bytes, ends: list[int], chosen: list[int] | None) -> None:
+        """``write`` for the lines joined in ``blob`` (line i ends at ``ends[i]`` and belongs to ``ids[i]``),
+        the ``chosen`` ones (None: all) in order; all of them at once when nothing is held out."""
+        if chosen is None and self.share is None and not self.count:
+            self.train.write(blob)
             return
-        for conversation_id, line in zip(conversation_ids, lines, strict=True):
-            self.write(conversation_id, line)
+        for index in range(len(ends)) if chosen is None else chosen:
+            self.write(ids[index], blob[ends[index - 1] if index else 0 : ends[index]])
 
     def finish(self) -> None:
         """Write the count split's held-out lines, in the order they were read."""

@@ -133,6 +133,17 @@ def _read_json(path: Path) -> Iterator[Conversation | SkippedRecord]:
 
 
 def _parse_record(record: Any, source: str, where: str, default_id: str) -> Conversation | SkippedRecord:
+    if type(record) is dict and record.get("tools") is None and type(record.get("messages")) is list:
+        plain = _plain_messages(record["messages"])
+        if plain is not None:  # the common record, read as the general path below would read it
+            return Conversation(
+                id=str(record.get("id") or default_id),
+                messages=plain,
+                source=source,
+                title=record.get("title"),
+                model=record.get("model"),
+                where=f"{source} {where}",
+            )
     if not isinstance(record, dict):
         return SkippedRecord(source, where, "not a conversation object", f"got {json_type(record)}")
     try:
@@ -165,6 +176,19 @@ def _parse_record(record: Any, source: str, where: str, default_id: str) -> Conv
         model=record.get("model"),
         where=f"{source} {where}",
     )
+
+
+def _plain_messages(turns: list[Any]) -> list[Message] | None:
+    """The messages when every one is a bare ``{"role", "content"}`` pair of strings, else None."""
+    messages = []
+    for turn in turns:
+        if type(turn) is not dict or len(turn) != 2:
+            return None
+        role, content = turn.get("role"), turn.get("content")
+        if type(role) is not str or type(content) is not str:
+            return None
+        messages.append(Message(role, content))
+    return messages
 
 
 def _tools(tools: Any) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ A chat filtered out is a counted ``SkippedRecord`` whose reason starts with ``fi
 from __future__ import annotations
 
 import fnmatch
+import operator
 import re
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime, timezone
@@ -16,6 +17,7 @@ from orchestrator.conversations import Conversation, SkippedRecord
 
 # A message longer than this is not a chat turn (a pasted file, a log): the chat is skipped, not trained on.
 MAX_MESSAGE_CHARS = 1_000_000
+_CONTENT, _THINKING = operator.attrgetter("content"), operator.attrgetter("thinking")
 _FRACTION = re.compile(r"(\.\d{6})\d+")  # Go writes nanoseconds; Python reads at most microseconds
 
 
@@ -56,8 +58,29 @@ def filter_reason(conv: Conversation, spec: Any) -> str | None:
     Dates are compared in UTC. ``min_turns`` 1 keeps a chat without replies, so that the dataset's own
     "no assistant reply" skip still names it.
     """
-    if any(len(m.content) > MAX_MESSAGE_CHARS or len(m.thinking or "") > MAX_MESSAGE_CHARS for m in conv.messages):
+    if _too_long(conv):
         return f"a message over {MAX_MESSAGE_CHARS:,} characters"
+    return _narrowed(conv, spec)
+
+
+def _too_long(conv: Conversation) -> bool:
+    messages = conv.messages
+    if max(map(len, map(_CONTENT, messages)), default=0) > MAX_MESSAGE_CHARS:
+        return True
+    return any(map(_THINKING, messages)) and any(len(m.thinking or "") > MAX_MESSAGE_CHARS for m in messages)
+
+
+def _narrows(spec: Any) -> bool:
+    """Whether ``spec`` sets any filter (else only the message-length rule applies)."""
+    return bool(
+        getattr(spec, "models", None)
+        or getattr(spec, "since", None)
+        or getattr(spec, "until", None)
+        or (getattr(spec, "min_turns", 1) or 1) > 1
+    )
+
+
+def _narrowed(conv: Conversation, spec: Any) -> str | None:
     models = getattr(spec, "models", None)
     if models:
         if not conv.model:
@@ -82,9 +105,10 @@ def filter_reason(conv: Conversation, spec: Any) -> str | None:
 
 def apply_filters(items: Iterable[Conversation | SkippedRecord], spec: Any) -> Iterator[Conversation | SkippedRecord]:
     """``items`` with each conversation ``spec`` filters out turned into a SkippedRecord."""
+    narrows = _narrows(spec)
     for item in items:
         if isinstance(item, Conversation):
-            reason = filter_reason(item, spec)
+            reason = filter_reason(item, spec) if narrows else _too_long(item) and filter_reason(item, spec)
             if reason:
                 record = item.where.removeprefix(item.source).strip() or item.id
                 yield SkippedRecord(item.source, record, reason)
