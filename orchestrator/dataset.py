@@ -26,6 +26,7 @@ from orchestrator import export_pool
 from orchestrator.chat_templates import canonical_arguments, canonical_tools
 from orchestrator.cleaning.dedupe import NearDuplicates, record_text, sign
 from orchestrator.cleaning.redact import check_available, redact_conversations
+from orchestrator.cleaning.screen import screen
 from orchestrator.cleaning.split import EVAL_SUFFIX, Splitter
 from orchestrator.cleaning.tokens import TokenCounter, may_exceed, measurer, sample_hash
 from orchestrator.conversations import (
@@ -278,13 +279,15 @@ def export_dataset(
         (template, thinking) if tokens.enabled else None,
     )
     steps = _Steps(options, near, tokens)
-    workers = 0 if preferences else _workers_for(items)
+    # Sources are read by parts (see prepare_part), in worker processes when their JSONL files are large;
+    # any other iterable (and an export with preference pairs, which need each Conversation) as it is.
+    by_parts = isinstance(items, Sources) and not preferences
+    workers = _workers_for(items) if by_parts else 0
     with export_pool.PreparePool(workers) if workers else contextlib.nullcontext() as steps.pool:
-        if workers:  # while the workers start: plan their parts, and load the tokenizer the summary needs
+        if by_parts:
             steps.parts = items.parts(export_pool.PART_BYTES)  # type: ignore[attr-defined]
-            if steps.parts and not isinstance(steps.parts[0], list):  # the first source fails before any folder is made
-                steps.parts[0] = _peeked(steps.parts[0])
-            _ = tokens.measurer
+            if steps.parts and not steps.parts[0][0]:  # the first source fails before any folder is made
+                steps.parts[0] = (False, _peeked(steps.parts[0][1]))
         else:
             items = _peeked(items)
         from orchestrator.preferences import PREF_SUFFIX, PairWriter
@@ -334,7 +337,7 @@ class _Steps:
     seen: set[bytes] = field(default_factory=set)
     splitter: Splitter | None = None
     pairs: Any = None  # a preferences.PairWriter when preference pairs are exported
-    parts: list | None = None  # Sources.parts when worker processes read the large JSONL files
+    parts: list | None = None  # Sources.parts, when worker processes read the large JSONL files
     pool: Any = None  # their export_pool.PreparePool
 
 
@@ -418,16 +421,79 @@ class PreparedChunk:
     signed: Any = None  # the lines' near-duplicate signatures (a cleaning.dedupe.Signed), None without
 
 
+class PlainRecord:
+    """A JSONL record the export writes without reading it into a Conversation: what ``plain_contents``
+    accepts. ``conversation()`` is what the general path reads of it, for when it must go that way."""
+
+    __slots__ = ("part", "number", "record", "contents")
+
+    def __init__(self, part: Any, number: int, record: dict[str, Any], contents: list[str]) -> None:
+        self.part, self.number, self.record, self.contents = part, number, record, contents
+
+    def conversation(self) -> Conversation:
+        return self.part.parse(self.number, self.record)
+
+    @property
+    def id(self) -> str:
+        return str(self.record.get("id") or f"{self.part.path.stem}:{self.number}")
+
+    @property
+    def where(self) -> str:
+        return f"{self.part.path} line {self.number}"
+
+    def turns(self) -> list[Message]:
+        return [Message("assistant" if i % 2 else "user", text) for i, text in enumerate(self.contents)]
+
+    def sharegpt(self) -> dict[str, Any]:
+        """``to_sharegpt`` of its turns, as the general path builds it."""
+        turns = [{"from": "gpt" if i % 2 else "human", "value": text} for i, text in enumerate(self.contents)]
+        return {"conversations": turns, "system": "", "tools": ""}
+
+
+def plain_contents(record: Any) -> list[str] | None:
+    """The texts of a record that needs nothing but writing: only bare ``{"role", "content"}`` messages,
+    user and assistant in turn from a user turn to an assistant one, every text non-empty, starting with
+    neither whitespace nor ``<``, and within LONG_MESSAGE_CHARS. Such a record passes every repair as
+    it is and no filter but the message-length one can drop it; None for any other."""
+    if type(record) is not dict or record.get("tools") is not None:
+        return None
+    messages = record.get("messages")
+    if type(messages) is not list or not messages or len(messages) % 2:
+        return None
+    contents = []
+    for index, message in enumerate(messages):
+        if type(message) is not dict or len(message) != 2:
+            return None
+        content = message.get("content")
+        if (
+            message.get("role") != ("assistant" if index % 2 else "user")
+            or type(content) is not str
+            or not content
+            or content[0].isspace()
+            or content[0] == "<"
+            or len(content) > LONG_MESSAGE_CHARS
+        ):
+            return None
+        contents.append(content)
+    return contents
+
+
 def prepare_chunk(
-    items: list[Conversation | SkippedRecord], options: Options, sample_bound: int | None = None
+    items: list[Conversation | SkippedRecord | PlainRecord], options: Options, sample_bound: int | None = None
 ) -> PreparedChunk:
     """Repair, redact (one screen pass for the whole chunk) and serialize, in input order; count the
     tokens of those that may exceed cutoff_len. A conversation keeps its turns for the token sample only
     when its hash is at most ``sample_bound`` (None: always). Depends on nothing but its arguments, so
-    worker processes run it as the parent would."""
+    worker processes run it as the parent would. A PlainRecord the screen flags for a secret goes the
+    general way."""
+    if options.redact:
+        items = _screen_plain(items)
     out = PreparedChunk()
     repaired = []
     for item in items:
+        if type(item) is PlainRecord:
+            repaired.append((item, None, None, None))
+            continue
         if isinstance(item, SkippedRecord):
             out.skips.append((len(repaired), item.reason, f"{item.source} {item.record}"))
             continue
@@ -437,23 +503,32 @@ def prepare_chunk(
             out.skips.append((len(repaired), str(exc), item.where or item.id))
             continue
         repaired.append((item, fixes, turns, system))
+    general = [(turns, system) for item, _, turns, system in repaired if type(item) is not PlainRecord]
     if options.redact:
-        cleaned = redact_conversations([(turns, system) for *_, turns, system in repaired])
+        cleaned = iter(redact_conversations(general))
     else:
-        cleaned = [(turns, system, None) for *_, turns, system in repaired]
+        cleaned = iter([(turns, system, None) for turns, system in general])
     skips, out.skips = out.skips, []
     texts, long, lines = [], [], []
-    for at, ((item, fixes, *_), (turns, system, redacted)) in enumerate(zip(repaired, cleaned, strict=True)):
+    for at, (item, fixes, *_) in enumerate(repaired):
         while skips and skips[0][0] == at:
             out.skips.append((len(lines), *skips.pop(0)[1:]))
-        where = item.where or item.id
+        plain = type(item) is PlainRecord
+        where = item.where if plain else item.where or item.id
         try:
-            line, record = _record_line(turns, system, item.tools)
+            if plain:
+                turns, system, redacted, tools = None, "", None, []
+                record = item.sharegpt()
+                line = _dumps(record)
+            else:
+                turns, system, redacted = next(cleaned)
+                tools = item.tools
+                line, record = _record_line(turns, system, tools)
         except Skip as exc:
             out.skips.append((len(lines), str(exc), where))
             continue
         index = len(lines)
-        digest = hashlib.blake2b(line, digest_size=16).digest()
+        digest = hashlib.sha1(line).digest()[:16]  # identity, not security: SHA-1 runs in hardware, twice blake2b
         out.ids.append(item.id)
         out.wheres.append(where)
         lines.append(line)
@@ -462,13 +537,18 @@ def prepare_chunk(
             out.fixes[index] = fixes
         if redacted:
             out.redacted[index] = redacted
-        if len(line) > LONG_MESSAGE_CHARS and any(len(m.content) > LONG_MESSAGE_CHARS for m in turns):
+        if not plain and len(line) > LONG_MESSAGE_CHARS and any(len(m.content) > LONG_MESSAGE_CHARS for m in turns):
             out.long_messages.append(index)
         if options.tokens:
-            if sample_bound is None or sample_hash(digest) <= sample_bound:
-                out.samples[index] = (turns, system, item.tools)
-            if may_exceed(options.cutoff_len, len(line), len(turns), item.tools):
-                long.append((index, (turns, system, item.tools)))
+            sampled = sample_bound is None or sample_hash(digest) <= sample_bound
+            size = len(item.contents) if plain else len(turns)
+            exceeds = may_exceed(options.cutoff_len, len(line), size, tools)
+            if plain and (sampled or exceeds):
+                turns = item.turns()
+            if sampled:
+                out.samples[index] = (turns, system, tools)
+            if exceeds:
+                long.append((index, (turns, system, tools)))
         if options.near:
             texts.append(record_text(record))
     out.skips += [(len(lines), *skip[1:]) for skip in skips]
@@ -480,14 +560,54 @@ def prepare_chunk(
     return out
 
 
+def _screen_plain(items: list[Any]) -> list[Any]:
+    """``items`` with each PlainRecord the screen flags (it may hold a secret) read as a Conversation."""
+    plains = [item for item in items if type(item) is PlainRecord]
+    if not plains:
+        return items
+    flags = iter(screen([text for plain in plains for text in plain.contents]))
+    suspect = {id(plain) for plain in plains if any([next(flags) for _ in plain.contents])}
+    if not suspect:
+        return items
+    return [item.conversation() if id(item) in suspect else item for item in items]
+
+
 def prepare_part(part: Any, options: Options, sample_bound: int | None) -> list[PreparedChunk]:
     """A worker's task: read one ``sources.SourcePart`` and prepare it, a chunk at a time."""
+    with _reading(part):
+        return [prepare_chunk(chunk, options, sample_bound) for chunk in export_pool.batched(part_items(part), CHUNK)]
+
+
+def part_items(part: Any) -> Iterator[Conversation | SkippedRecord | PlainRecord]:
+    """The records of a ``sources.SourcePart``. Unless the source sets filters, a record that
+    ``plain_contents`` accepts comes as a PlainRecord, sparing the Conversation the general path makes of
+    it (a test holds the two paths to the same bytes)."""
+    return part.read() if part.filtered() else _fast_items(part.part)
+
+
+@contextlib.contextmanager
+def _reading(part: Any) -> Iterator[None]:
     try:
-        return [prepare_chunk(chunk, options, sample_bound) for chunk in export_pool.batched(part.read(), CHUNK)]
+        yield
     except OSError as exc:  # the file changed under the export (removed, truncated, unreadable)
         raise UsageError(
             f"{part.part.path}: cannot be read ({exc.strerror or exc}); check the file and run again"
         ) from None
+
+
+def _fast_items(jsonl: Any) -> Iterator[Conversation | SkippedRecord | PlainRecord]:
+    """A JSONL part's records as ``SourcePart.read`` gives them without filters, plain ones as PlainRecord."""
+    from orchestrator.sources.filters import apply_filters
+
+    for number, record in jsonl.records():
+        if type(record) is SkippedRecord:
+            yield record
+            continue
+        contents = plain_contents(record)
+        if contents is not None:
+            yield PlainRecord(jsonl, number, record, contents)
+        else:  # the message-length rule is the one filter a source without filters applies
+            yield from apply_filters((jsonl.parse(number, record),), None)
 
 
 def _write_records(items: Iterable[Conversation | SkippedRecord], report: ExportReport, steps: _Steps) -> None:
@@ -501,10 +621,16 @@ def _write_records(items: Iterable[Conversation | SkippedRecord], report: Export
         if parts is None:
             _prepare_here(items, report, steps)
         else:
-            for part in parts:
-                if isinstance(part, list):  # shards of a large JSONL file, read by the worker processes
-                    for chunk in steps.pool.prepare(part, steps.options, steps.tokens.bound):
+            for pooled, part in parts:
+                if pooled and steps.pool:  # the parts of a large JSONL file, read by the worker processes
+                    # the tokenizer the summary needs is loaded while they work on the first parts
+                    for chunk in steps.pool.prepare(part, steps.options, steps.tokens.bound, steps.tokens.load):
                         _commit(chunk, report, steps)
+                elif pooled:  # the same, here
+                    for source_part in part:
+                        with _reading(source_part):
+                            for chunk in export_pool.batched(part_items(source_part), CHUNK):
+                                _commit(prepare_chunk(chunk, steps.options, steps.tokens.bound()), report, steps)
                 else:
                     _prepare_here(part, report, steps)
     finally:
@@ -571,15 +697,25 @@ def _record_line(turns: list[Message], system: str, tools: list[dict[str, Any]])
     """The conversation as one JSONL line and its record; Skip when it cannot be one."""
     try:
         record = to_sharegpt(turns, system, tools)
-        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE), record
     except MalformedError as exc:
         raise Skip(f"malformed tools: {exc}") from None
-    except TypeError as exc:  # orjson.JSONEncodeError
-        if "surrogates" in str(exc):
-            raise Skip("text that is not valid Unicode (a lone surrogate)") from None
-        raise Skip("values that are not JSON data") from None
-    except (ValueError, RecursionError):
-        raise Skip("values that are not JSON data") from None
+    except (TypeError, ValueError, RecursionError) as exc:  # tool calls json.dumps cannot write
+        raise _not_json(exc) from None
+    return _dumps(record), record
+
+
+def _dumps(record: dict[str, Any]) -> bytes:
+    """A ShareGPT record as one JSONL line; Skip when it cannot be one."""
+    try:
+        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+    except (TypeError, ValueError, RecursionError) as exc:  # TypeError: orjson.JSONEncodeError
+        raise _not_json(exc) from None
+
+
+def _not_json(exc: Exception) -> Skip:
+    if isinstance(exc, TypeError) and "surrogates" in str(exc):
+        return Skip("text that is not valid Unicode (a lone surrogate)")
+    return Skip("values that are not JSON data")
 
 
 def _nothing_written(name: str, report: ExportReport) -> str:

@@ -23,7 +23,7 @@ import struct
 import subprocess
 import sys
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -79,9 +79,12 @@ class PreparePool:
         for worker in self._workers:
             worker.wait()
 
-    def prepare(self, parts: list[Any], options: Any, bound: Callable[[], int | None]) -> Iterator[Any]:
+    def prepare(
+        self, parts: Iterable[Any], options: Any, bound: Callable[[], int | None], queued_first: Callable[[], None]
+    ) -> Iterator[Any]:
         """The prepared chunks of ``parts`` (``sources.SourcePart``), in order. ``bound`` gives the token
-        sample's bound when a part is queued (it only falls, so a part queued early is merely generous)."""
+        sample's bound when a part is queued (it only falls, so a part queued early is merely generous);
+        ``queued_first`` is called once the first parts are queued, for work to do while they are read."""
         from orchestrator.dataset import prepare_part
 
         queued = iter(enumerate(parts))
@@ -96,6 +99,7 @@ class PreparePool:
 
         for _ in range(IN_FLIGHT * len(self._workers)):
             queue_one()
+        queued_first()
         while in_flight:
             status, value = self._receive(in_flight.popleft())
             if status == "error":

@@ -135,6 +135,10 @@ class TokenCounter:
             self.unavailable = load_tokenizer()[1]
         return found
 
+    def load(self) -> None:
+        """Load the tokenizer now (while other work waits on worker processes) rather than at the end."""
+        _ = self.measurer
+
     def bound(self) -> int | None:
         """The largest hash that can still enter the sample (None: any can). It only ever falls, so a
         conversation above it, now or later, need not be kept for the sample."""

@@ -76,18 +76,18 @@ class Sources:
         """The size of the JSONL files among the sources (what ``parts`` can cut)."""
         return sum(_size(spec.path) for spec in self.specs if spec.type == "file" and str(spec.path).endswith(".jsonl"))
 
-    def parts(self, part_bytes: int) -> list[list[SourcePart] | Iterable[Conversation | SkippedRecord]]:
-        """In source order: for each JSONL file, its parts (a list of ``SourcePart``); for any other
-        source, its records to read here."""
+    def parts(self, part_bytes: int) -> list[tuple[bool, Iterator[Any]]]:
+        """In source order, (True, its ``SourcePart``s) for each JSONL file, for worker processes, and
+        (False, its records) for any other source, to read here. Both are lazy."""
         from orchestrator.sources.files import jsonl_parts
 
-        out: list[Any] = []
+        out: list[tuple[bool, Iterator[Any]]] = []
         for index, spec in enumerate(self.specs):
             cut = jsonl_parts(spec.path, part_bytes) if spec.type == "file" else None
             if cut is None:  # read here, errors named as when iterating
-                out.append(self._named(index, lambda spec=spec: read_source(spec)))
+                out.append((False, self._named(index, lambda spec=spec: read_source(spec))))
             else:
-                out.append([SourcePart(part, spec) for part in cut])
+                out.append((True, (SourcePart(part, spec) for part in cut)))
         return out
 
     def _named(self, index: int, read: Any) -> Iterator[Conversation | SkippedRecord]:
@@ -111,6 +111,12 @@ class SourcePart:
         from orchestrator.sources.filters import apply_filters
 
         return apply_filters(self.part.read(), self.spec)
+
+    def filtered(self) -> bool:
+        """Whether the source sets filters (models, since, until, min_turns)."""
+        from orchestrator.sources.filters import narrows
+
+        return narrows(self.spec)
 
 
 def _size(path: Any) -> int:

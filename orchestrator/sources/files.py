@@ -61,6 +61,16 @@ def _read_jsonl(
 ) -> Iterator[Conversation | SkippedRecord]:
     """The records of ``count`` lines (None: all) from byte ``offset``, where line number ``first`` starts."""
     source, stem = str(path), path.stem
+    for number, record in _jsonl_records(path, offset, count, first):
+        if type(record) is SkippedRecord:
+            yield record
+        else:
+            yield _parse_record(record, source, f"line {number}", f"{stem}:{number}")
+
+
+def _jsonl_records(path: Path, offset: int, count: int | None, first: int) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed JSON value) for each non-blank line, or a SkippedRecord for an unreadable one."""
+    source = str(path)
     with path.open("rb") as handle:
         handle.seek(offset)
         for number, raw in enumerate(itertools.islice(handle, count), start=first):
@@ -69,11 +79,9 @@ def _read_jsonl(
             if not raw or raw.isspace():
                 continue
             try:
-                record = loads_json(raw)  # orjson checks the UTF-8 itself
+                yield number, loads_json(raw)  # orjson checks the UTF-8 itself
             except ValueError as exc:
-                yield _unreadable_line(source, f"line {number}", raw, exc)
-                continue
-            yield _parse_record(record, source, f"line {number}", f"{stem}:{number}")
+                yield number, _unreadable_line(source, f"line {number}", raw, exc)
 
 
 @dataclass(frozen=True)
@@ -89,27 +97,39 @@ class JsonlPart:
     def read(self) -> Iterator[Conversation | SkippedRecord]:
         return _read_jsonl(self.path, self.offset, self.count, self.first)
 
+    def records(self) -> Iterator[tuple[int, Any]]:
+        """(line number, parsed JSON value or SkippedRecord), for a reader that looks at records itself."""
+        return _jsonl_records(self.path, self.offset, self.count, self.first)
 
-def jsonl_parts(path: str | Path, part_bytes: int) -> list[JsonlPart] | None:
-    """A JSONL file cut at line ends into parts of about ``part_bytes``, read in order they give the
-    same records as ``read_file``; None when the file is not JSONL (or is missing: ``read_file`` says so)."""
+    def parse(self, number: int, record: Any) -> Conversation | SkippedRecord:
+        """What ``read`` makes of the record on line ``number``."""
+        return _parse_record(record, str(self.path), f"line {number}", f"{self.path.stem}:{number}")
+
+
+def jsonl_parts(path: str | Path, part_bytes: int) -> Iterator[JsonlPart] | None:
+    """A JSONL file cut at line ends into parts of about ``part_bytes`` (found as the file is read, so
+    the first can be read while the rest are looked for); read in order they give the same records as
+    ``read_file``. None when the file is not JSONL (or is missing: ``read_file`` says so)."""
     path = Path(path)
     if path.suffix != ".jsonl" or not path.is_file():
         return None
-    parts, offset, lines, start, start_line = [], 0, 0, 0, 1
+    return _cut(path, part_bytes)
+
+
+def _cut(path: Path, part_bytes: int) -> Iterator[JsonlPart]:
+    offset, lines, start, start_line = 0, 0, 0, 1
     with path.open("rb") as handle:
         while block := handle.read(BLOCK):
             end = offset + len(block)
             cut = block.rfind(b"\n")
             if cut >= 0 and end - start >= part_bytes:  # a part ends at this block's last line end
                 count = lines + block.count(b"\n", 0, cut + 1)
-                parts.append(JsonlPart(path, start, count - (start_line - 1), start_line))
+                yield JsonlPart(path, start, count - (start_line - 1), start_line)
                 start, start_line = offset + cut + 1, count + 1
             lines += block.count(b"\n")
             offset = end
     if offset > start:
-        parts.append(JsonlPart(path, start, None, start_line))  # to the end of the file
-    return parts
+        yield JsonlPart(path, start, None, start_line)  # to the end of the file
 
 
 def _unreadable_line(source: str, where: str, raw: bytes, exc: ValueError) -> SkippedRecord:

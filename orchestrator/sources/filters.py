@@ -70,7 +70,7 @@ def _too_long(conv: Conversation) -> bool:
     return any(map(_THINKING, messages)) and any(len(m.thinking or "") > MAX_MESSAGE_CHARS for m in messages)
 
 
-def _narrows(spec: Any) -> bool:
+def narrows(spec: Any) -> bool:
     """Whether ``spec`` sets any filter (else only the message-length rule applies)."""
     return bool(
         getattr(spec, "models", None)
@@ -105,10 +105,10 @@ def _narrowed(conv: Conversation, spec: Any) -> str | None:
 
 def apply_filters(items: Iterable[Conversation | SkippedRecord], spec: Any) -> Iterator[Conversation | SkippedRecord]:
     """``items`` with each conversation ``spec`` filters out turned into a SkippedRecord."""
-    narrows = _narrows(spec)
+    narrowing = narrows(spec)
     for item in items:
         if isinstance(item, Conversation):
-            reason = filter_reason(item, spec) if narrows else _too_long(item) and filter_reason(item, spec)
+            reason = filter_reason(item, spec) if narrowing else _too_long(item) and filter_reason(item, spec)
             if reason:
                 record = item.where.removeprefix(item.source).strip() or item.id
                 yield SkippedRecord(item.source, record, reason)

@@ -119,12 +119,70 @@ def test_a_count_split_and_no_cleaning_match_too(tmp_path, monkeypatch, small_pa
     assert len((pool / "chats_eval.jsonl").read_bytes().splitlines()) == 7
 
 
+def near_plain_records(count: int) -> list[str]:
+    """Records that are plain, or miss being plain by one detail the general path reads otherwise."""
+    rng = random.Random(11)
+    variants = [
+        lambda m: m,
+        lambda m: m,
+        lambda m: m,
+        lambda m: [{"role": "system", "content": "be brief"}, *m],
+        lambda m: m + [{"role": "user", "content": "trailing question"}],
+        lambda m: [{**m[0], "content": "  " + m[0]["content"]}, *m[1:]],  # leading whitespace
+        lambda m: [m[0], {**m[1], "content": "<think>hm</think>" + m[1]["content"]}],  # inline thinking
+        lambda m: [m[0], {**m[1], "content": ""}],  # an empty reply
+        lambda m: [m[0], {**m[1], "thinking": "hidden"}],  # a third key
+        lambda m: [{**m[0], "content": 5}, m[1]],  # not text
+        lambda m: [{**m[0], "role": "human"}, m[1]],  # another program's role name
+        lambda m: [m[1], m[0]],  # answer first
+        lambda m: [m[0], m[0], m[1]],  # two user turns: merged
+        lambda m: [m[0], {**m[1], "content": "write to me at person@example.org"}],  # a secret
+        lambda m: [m[0], {**m[1], "content": "long " * 8_000}],  # a long message
+        lambda m: [{**m[0], "content": "ünïcode — 日本語 🙂"}, m[1]],
+    ]
+    lines = []
+    for i in range(count):
+        words = " ".join(rng.choices(WORDS, k=rng.randint(3, 30)))
+        messages = [{"role": "user", "content": f"{words} {i}?"}, {"role": "assistant", "content": f"{words}."}]
+        record: dict = {"messages": rng.choice(variants)(messages)}
+        if i % 5 == 0:
+            record["id"] = rng.choice([f"id{i}", i, "", None])
+        if i % 7 == 0:
+            record["tools"] = None if i % 2 else [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+        lines.append(json.dumps(record, ensure_ascii=bool(i % 2)))
+    lines += lines[::50]  # exact duplicates of plain and other records
+    return lines
+
+
+def test_plain_records_written_directly_match_the_general_path(tmp_path, monkeypatch, small_parts):
+    """Without filters, plain records are written without making Conversations of them, in the workers
+    and in one process alike; a list of the same Conversations always goes the general way, so the files
+    show that the short cut changes nothing."""
+    source = tmp_path / "plain.jsonl"
+    source.write_text("\n".join(near_plain_records(2000)) + "\n")
+    specs = [FileSource(type="file", path=str(source))]
+    for options in ({"cutoff_len": 200, "eval_split": 0.2}, {"redact": False, "near_duplicates": 0.8}):
+        general, one, pool = tmp_path / "general", tmp_path / "one", tmp_path / "pool"
+        export_dataset(list(read_sources(specs)), "plain", general, **options)
+        with monkeypatch.context() as m:
+            m.setattr(export_pool, "PARALLEL_BYTES", 1 << 62)
+            export_dataset(read_sources(specs), "plain", one, **options)
+        export_dataset(read_sources(specs), "plain", pool, **options)
+        same_files(general, one)
+        same_files(general, pool)
+        report = json.loads((pool / "plain.report.json").read_text())
+        assert report["written"] > 1000 and report["duplicates"]["exact"] > 0 and len(report["repaired"]) >= 3
+        for folder in (general, one, pool):
+            for path in folder.iterdir():
+                path.unlink()
+
+
 def test_parts_cut_at_line_ends_read_as_the_whole_file(tmp_path, monkeypatch):
     source = chats_file(tmp_path / "c.jsonl", 300)
     whole = [(getattr(x, "where", None), x) for x in read_file(source)]
     monkeypatch.setattr(file_source, "BLOCK", 1000)
     for size in (1, 999, 5000, 1 << 40):
-        parts = jsonl_parts(source, size)
+        parts = list(jsonl_parts(source, size))
         got = [(getattr(x, "where", None), x) for part in parts for x in part.read()]
         assert got == whole and (len(parts) > 1) == (size < 10_000)
     source.write_bytes(source.read_bytes().rstrip(b"\n"))  # no newline at the end
@@ -141,7 +199,7 @@ def test_a_killed_worker_is_a_one_line_error(tmp_path):
         with pytest.raises(
             OrchestratorError, match=r"^an export worker process was killed by signal 9 \(out of memory"
         ):
-            list(pool.prepare([part], options, lambda: None))
+            list(pool.prepare([part], options, lambda: None, lambda: None))
 
 
 def test_an_error_in_a_worker_reaches_the_export_as_itself(tmp_path):
@@ -150,7 +208,7 @@ def test_an_error_in_a_worker_reaches_the_export_as_itself(tmp_path):
     options = Options(redact=False, keep_thinking=True, near=None, cutoff_len=None, tokens=None)
     with export_pool.PreparePool(1) as pool:
         with pytest.raises(UsageError, match=r"gone.jsonl: cannot be read \(No such file or directory\)"):
-            list(pool.prepare([part], options, lambda: None))
+            list(pool.prepare([part], options, lambda: None, lambda: None))
         assert pool._workers[0].poll() is None  # the worker goes on serving
 
 
