@@ -1,5 +1,5 @@
 """Worker processes for a large export: each reads parts of the JSONL sources and prepares them
-(``dataset.prepare_chunk``: parse, filter, repair, redact, serialize, near-duplicate signatures); the
+(``prepare.prepare_chunk``: parse, filter, repair, redact, serialize, near-duplicate signatures); the
 parent takes the prepared chunks in input order and deduplicates, splits and writes them, so the
 output is the same file a single process writes.
 
@@ -85,7 +85,7 @@ class PreparePool:
         """The prepared chunks of ``parts`` (``sources.SourcePart``), in order. ``bound`` gives the token
         sample's bound when a part is queued (it only falls, so a part queued early is merely generous);
         ``queued_first`` is called once the first parts are queued, for work to do while they are read."""
-        from orchestrator.dataset import prepare_part
+        from orchestrator.prepare import prepare_part
 
         queued = iter(enumerate(parts))
         in_flight: deque[subprocess.Popen] = deque()

@@ -9,10 +9,10 @@ from typing import Any
 
 from orchestrator.cleaning.report import cleaning_lines
 from orchestrator.cleaning.split import EVAL_SUFFIX
+from orchestrator.prepare import LONG_MESSAGE_CHARS
 from orchestrator.recipe import DataSpec
 from orchestrator.text import counted
 
-LONG_MESSAGE_CHARS = 32_768
 NEAR_DUPLICATES = DataSpec.model_fields["near_duplicates"].default
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from orchestrator.cleaning.redact import redact_conversation
 from orchestrator.conversations import Conversation, PreferencePair
-from orchestrator.dataset import Skip, _is_empty, repair, to_sharegpt
+from orchestrator.prepare import Skip, _is_empty, repair, to_sharegpt
 
 PREF_SUFFIX = "_pref"
 

@@ -80,6 +80,7 @@ class Sources:
         """In source order, (True, its ``SourcePart``s) for each JSONL file, for worker processes, and
         (False, its records) for any other source, to read here. Both are lazy."""
         from orchestrator.sources.files import jsonl_parts
+        from orchestrator.sources.filters import Filters
 
         out: list[tuple[bool, Iterator[Any]]] = []
         for index, spec in enumerate(self.specs):
@@ -87,7 +88,7 @@ class Sources:
             if cut is None:  # read here, errors named as when iterating
                 out.append((False, self._named(index, lambda spec=spec: read_source(spec))))
             else:
-                out.append((True, (SourcePart(part, spec) for part in cut)))
+                out.append((True, (SourcePart(part, Filters.of(spec)) for part in cut)))
         return out
 
     def _named(self, index: int, read: Any) -> Iterator[Conversation | SkippedRecord]:
@@ -105,7 +106,7 @@ class SourcePart:
     """A part of a JSONL file source, its filters applied: what a worker process reads."""
 
     part: Any  # a files.JsonlPart
-    spec: Any  # the source's recipe object, for its filters
+    spec: Any  # the source's filters.Filters
 
     def read(self) -> Iterator[Conversation | SkippedRecord]:
         from orchestrator.sources.filters import apply_filters

@@ -10,6 +10,7 @@ import fnmatch
 import operator
 import re
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any
 
@@ -101,6 +102,25 @@ def _narrowed(conv: Conversation, spec: Any) -> str | None:
     if min_turns > 1 and assistant_turns(conv) < min_turns:
         return f"filtered: fewer than {min_turns} assistant replies"
     return None
+
+
+@dataclass(frozen=True)
+class Filters:
+    """A source's filters as plain values: what a worker process needs of its recipe entry."""
+
+    models: tuple[str, ...] = ()
+    since: date | None = None
+    until: date | None = None
+    min_turns: int = 1
+
+    @classmethod
+    def of(cls, spec: Any) -> Filters:
+        return cls(
+            tuple(getattr(spec, "models", None) or ()),
+            getattr(spec, "since", None),
+            getattr(spec, "until", None),
+            getattr(spec, "min_turns", 1) or 1,
+        )
 
 
 def apply_filters(items: Iterable[Conversation | SkippedRecord], spec: Any) -> Iterator[Conversation | SkippedRecord]:

@@ -7,7 +7,8 @@ from tokenizers import Tokenizer
 
 from orchestrator.cleaning import tokens
 from orchestrator.conversations import Conversation, Message, ToolCall
-from orchestrator.dataset import export_dataset, repair, to_sharegpt
+from orchestrator.dataset import export_dataset
+from orchestrator.prepare import repair, to_sharegpt
 from orchestrator.tiny import tokenizer_dir
 
 

@@ -5,9 +5,10 @@ import pytest
 
 from orchestrator.cli import main
 from orchestrator.conversations import Conversation, Message, ToolCall
-from orchestrator.dataset import export_dataset, repair
+from orchestrator.dataset import export_dataset
 from orchestrator.errors import UsageError
 from orchestrator.memory import MemoryStore
+from orchestrator.prepare import repair
 from orchestrator.sources.files import read_file
 from orchestrator.sources.memory import read_memory
 

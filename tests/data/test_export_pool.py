@@ -17,12 +17,14 @@ import pytest
 
 from orchestrator import export_pool
 from orchestrator.cleaning import tokens
-from orchestrator.dataset import Options, export_dataset
+from orchestrator.dataset import export_dataset
 from orchestrator.errors import OrchestratorError, UsageError
+from orchestrator.prepare import Options
 from orchestrator.recipe import FileSource
 from orchestrator.sources import SourcePart, read_sources
 from orchestrator.sources import files as file_source
 from orchestrator.sources.files import JsonlPart, jsonl_parts, read_file
+from orchestrator.sources.filters import Filters
 
 WORDS = "how do I read a file in python with pandas and what does the error mean when it fails".split()
 
@@ -192,7 +194,7 @@ def test_parts_cut_at_line_ends_read_as_the_whole_file(tmp_path, monkeypatch):
 
 def test_a_killed_worker_is_a_one_line_error(tmp_path):
     source = chats_file(tmp_path / "c.jsonl", 50)
-    part = SourcePart(JsonlPart(source, 0, None, 1), FileSource(type="file", path=str(source)))
+    part = SourcePart(JsonlPart(source, 0, None, 1), Filters())
     options = Options(redact=False, keep_thinking=True, near=None, cutoff_len=None, tokens=None)
     with export_pool.PreparePool(1) as pool:
         pool._workers[0].kill()
@@ -204,7 +206,7 @@ def test_a_killed_worker_is_a_one_line_error(tmp_path):
 
 def test_an_error_in_a_worker_reaches_the_export_as_itself(tmp_path):
     gone = tmp_path / "gone.jsonl"  # removed after the parts were planned
-    part = SourcePart(JsonlPart(gone, 0, None, 1), FileSource(type="file", path=str(gone)))
+    part = SourcePart(JsonlPart(gone, 0, None, 1), Filters())
     options = Options(redact=False, keep_thinking=True, near=None, cutoff_len=None, tokens=None)
     with export_pool.PreparePool(1) as pool:
         with pytest.raises(UsageError, match=r"gone.jsonl: cannot be read \(No such file or directory\)"):

@@ -18,9 +18,9 @@ from gotemplate.runner import build
 
 from orchestrator.chat_templates import canonical_arguments, canonical_tools, jinja_chat_template
 from orchestrator.conversations import Conversation, Message, ToolCall
-from orchestrator.dataset import repair, to_sharegpt
 from orchestrator.errors import UsageError
 from orchestrator.ollama.templates import default_parameters, merge_parameters, ollama_template
+from orchestrator.prepare import repair, to_sharegpt
 
 CONFIGS = {"think": ("qwen3", True), "no-think": ("qwen3", False), "nothink": ("qwen3_nothink", False)}
 
