@@ -26,7 +26,7 @@ import numpy as np
 RUN = 20
 _RUN_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=_\\-"
 _KEYWORDS = (b"key", b"pass", b"pwd", b"secret", b"contrase", b"xox", b"authtoken", b"putty", b"@", b"://")
-_KEYWORDS += ("\u212a".encode(), "\u017f".encode())  # Kelvin sign (folds to k), long s (folds to s)
+_FOLDING = ("\u212a".encode(), "\u017f".encode())  # Kelvin sign (folds to k), long s (folds to s)
 _CASED = (b"eyJ", b"AKC")
 _FOLLOWED = ((b"AP", b"0123456789ABCDEF"), (b"+", b"0123456789"))  # a literal, then one byte of these
 _PHONE_DIGITS, _PHONE_WINDOW = 10, 14
@@ -57,7 +57,7 @@ def screen(texts: list[str]) -> list[bool]:
     long_runs = np.flatnonzero(np.diff(bounds) > RUN)
     mark(bounds[long_runs] + 1)
     lowered = blob.lower()
-    for keyword in _KEYWORDS:
+    for keyword in _KEYWORDS if blob.isascii() else _KEYWORDS + _FOLDING:
         mark(_find_all(lowered, keyword))
     for literal in _CASED:
         mark(_find_all(blob, literal))
