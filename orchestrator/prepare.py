@@ -25,7 +25,7 @@ from orchestrator import export_pool
 from orchestrator.chat_templates import canonical_arguments, canonical_tools
 from orchestrator.cleaning.dedupe import record_text, sign
 from orchestrator.cleaning.redact import redact_conversations
-from orchestrator.cleaning.screen import screen
+from orchestrator.cleaning.screen import screen, screen_json_lines
 from orchestrator.cleaning.tokens import may_exceed, measurer, sample_hash
 from orchestrator.conversations import (
     Conversation,
@@ -253,10 +253,11 @@ class PlainRecord:
     """A JSONL record the export writes without reading it into a Conversation: what ``plain_contents``
     accepts. ``conversation()`` is what the general path reads of it, for when it must go that way."""
 
-    __slots__ = ("part", "number", "record", "contents")
+    __slots__ = ("part", "number", "record", "contents", "line")
 
     def __init__(self, part: Any, number: int, record: dict[str, Any], contents: list[str]) -> None:
         self.part, self.number, self.record, self.contents = part, number, record, contents
+        self.line: bytes | None = None  # its JSONL line, once the screen has made it
 
     def conversation(self) -> Conversation:
         return self.part.parse(self.number, self.record)
@@ -346,8 +347,9 @@ def prepare_chunk(
         try:
             if plain:
                 turns, system, redacted, tools = None, "", None, []
-                record = item.sharegpt()
-                line = _dumps(record)
+                line = item.line
+                record = item.sharegpt() if line is None or options.near else None
+                line = line or _dumps(record)
             else:
                 turns, system, redacted = next(cleaned)
                 tools = item.tools
@@ -389,12 +391,21 @@ def prepare_chunk(
 
 
 def _screen_plain(items: list[Any]) -> list[Any]:
-    """``items`` with each PlainRecord the screen flags (it may hold a secret) read as a Conversation."""
+    """``items`` with each PlainRecord the screen flags (it may hold a secret) read as a Conversation.
+    The screen reads the JSONL lines they will be written as (made here, and kept), or their texts."""
     plains = [item for item in items if type(item) is PlainRecord]
     if not plains:
         return items
-    flags = iter(screen([text for plain in plains for text in plain.contents]))
-    suspect = {id(plain) for plain in plains if any([next(flags) for _ in plain.contents])}
+    for plain in plains:
+        try:
+            plain.line = _dumps(plain.sharegpt())
+        except Skip:
+            plain.line = None
+    flags = screen_json_lines([plain.line or b"" for plain in plains])
+    if flags is None:
+        texts = iter(screen([text for plain in plains for text in plain.contents]))
+        flags = [any([next(texts) for _ in plain.contents]) for plain in plains]
+    suspect = {id(plain) for plain, flag in zip(plains, flags, strict=True) if flag or plain.line is None}
     if not suspect:
         return items
     return [item.conversation() if id(item) in suspect else item for item in items]

@@ -3,10 +3,24 @@
 import random
 from collections import Counter
 
+import orjson
+import pytest
 import secrets_corpus as corpus
 
 from orchestrator.cleaning import redact
-from orchestrator.cleaning.screen import screen
+from orchestrator.cleaning import screen as screen_module
+from orchestrator.cleaning.screen import screen, screen_json_lines
+
+
+@pytest.fixture(autouse=True, params=["re2", "numpy"])
+def engine(request, monkeypatch):
+    """Every test runs against both ways of screening: one RE2 pass, and numpy's passes without RE2."""
+    if request.param == "numpy":
+        monkeypatch.setattr(screen_module, "_compiled", lambda *pattern: None)
+    else:
+        assert screen_module._compiled() is not None  # google-re2 is a dependency
+    return request.param
+
 
 PROSE = (
     "To read a large CSV file in pandas without running out of memory, give chunksize to read_csv and "
@@ -85,3 +99,22 @@ def test_redaction_with_the_screen_equals_redaction_without_it(monkeypatch):
     screened = [redact.redact_text(t, Counter()) for t in texts]
     monkeypatch.setattr(redact, "screen", lambda lines: [True] * len(lines))
     assert screened == [redact.redact_text(t, Counter()) for t in texts]
+
+
+def test_texts_written_as_json_lines_are_flagged_wherever_their_texts_are(engine):
+    """The plain-record short cut screens the JSONL lines it writes: escapes (newlines, quotes, control
+    characters) stretch a text, and still every line holding a text the rules would change is flagged."""
+    rng = random.Random(3)
+    pieces = ["555", "123", "4567", "\n", "\t", '"', "\\", "\x01", " ", "-", "(", ")", "+1", "key", "a@b.co", "x" * 19]
+    lines, changed = [], []
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 8)))
+        record = {"conversations": [{"from": "human", "value": text}, {"from": "gpt", "value": "ok"}]}
+        lines.append(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+        changed.append(changed_by_redaction(text))
+    flags = screen_json_lines(lines)
+    if engine == "numpy":
+        assert flags is None  # then the texts themselves are screened
+        return
+    assert sum(changed) > 300 and all(flag for flag, hit in zip(flags, changed, strict=True) if hit)
+    assert not all(flags)  # and it still clears something
