@@ -1,4 +1,5 @@
-"""A fast first look for secrets: which texts could hold one at all, many texts per numpy pass.
+"""A fast first look for secrets: which texts could hold one at all, many texts per pass (one RE2 pass
+with google-re2; a few numpy passes without it).
 
 Most chat text holds nothing that any redaction rule can match, and running every detect-secrets plugin
 over every line costs about a millisecond per conversation. ``screen`` clears a text only when no rule
