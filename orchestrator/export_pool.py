@@ -19,6 +19,7 @@ import itertools
 import os
 import pickle
 import signal
+import site
 import struct
 import subprocess
 import sys
@@ -49,8 +50,12 @@ class PreparePool:
     """A pool of export workers; use it with ``with`` so they are stopped however the export ends."""
 
     def __init__(self, workers: int) -> None:
+        env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[1])  # the workers import this same orchestrator
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+        if root not in {str(Path(p).resolve()) for p in site.getsitepackages() + [site.getusersitepackages()]}:
+            # a source checkout: put it first (an installed package is found anyway, and putting
+            # site-packages before the standard library could shadow a module of it)
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
         command = [sys.executable, "-m", "orchestrator.export_pool", str(os.getpid())]
         self._workers: list[subprocess.Popen] = []
         try:
