@@ -65,14 +65,10 @@ class NearDuplicates:
         self._tables: list[dict[int, list[int]]] = [{} for _ in range(self.bands)]
         self._kept: list[np.ndarray] = []  # the bottom-k sketch of each kept conversation
 
-    def seen_all(self, texts: list[str]) -> list[bool]:
-        """For each text in order, whether it nearly duplicates a kept one (or an earlier one of ``texts``);
-        the others are kept."""
-        return self.seen_signed(sign(texts, self.bands, self.rows), range(len(texts)))
-
     def seen_signed(self, signed: Signed, chosen: Sequence[int]) -> list[bool]:
-        """``seen_all`` for the ``chosen`` texts of ``signed`` (made by ``sign`` for this threshold's bands
-        and rows, possibly in another process), in order.
+        """For each of the ``chosen`` texts of ``signed`` (made by ``sign`` for this threshold's bands and
+        rows, possibly in another process), in order, whether it nearly duplicates a kept one (or an
+        earlier chosen one); the others are kept.
 
         Most texts share no band with any other: those are found for the whole chunk with set operations
         and kept at once. Only a text with a shared band is compared, one at a time and in order.
