@@ -231,18 +231,18 @@ def _prepare_here(items: Iterable[Conversation | SkippedRecord], report: ExportR
 
 def _commit(chunk: PreparedChunk, report: ExportReport, steps: _Steps) -> None:
     """Deduplicate a prepared chunk against everything written before it, and write it, in order."""
-    digests = chunk.digests
+    digests = chunk.digest_list()
     report.read += len(digests) + len(chunk.skips)
     if not chunk.skips and steps.seen.isdisjoint(digests) and len(set(digests)) == len(digests):
         steps.seen.update(digests)  # the common chunk: nothing skipped, no exact duplicate
         chosen = list(range(len(digests)))
     else:
-        chosen = _unique(chunk, report, steps.seen)
+        chosen = _unique(chunk, digests, report, steps.seen)
     near = steps.near.seen_signed(chunk.signed, chosen) if steps.near else None
     if near is not None and any(near):
         for index in itertools.compress(chosen, near):
             report.near_duplicates += 1
-            report.skip("near-duplicate conversation", chunk.wheres[index])
+            report.skip("near-duplicate conversation", chunk.where(index))
         chosen = list(itertools.compress(chosen, [not duplicate for duplicate in near]))
     kept = set(chosen) if len(chosen) < len(digests) else None  # None: every line
     for column, into in ((chunk.fixes, report.repaired), (chunk.redacted, report.redacted)):
@@ -250,17 +250,17 @@ def _commit(chunk: PreparedChunk, report: ExportReport, steps: _Steps) -> None:
             if kept is None or index in kept:
                 into.update(counts)
     report.long_messages += sum(1 for index in chunk.long_messages if kept is None or index in kept)
-    steps.splitter.write_lines(chunk.ids, chunk.blob, chunk.ends, None if kept is None else chosen)
+    steps.splitter.write_lines(chunk.id, chunk.blob, chunk.ends, None if kept is None else chosen)
     report.written += len(chosen)
     steps.tokens.add_chunk(chosen, digests, chunk.exact, chunk.samples)
 
 
-def _unique(chunk: PreparedChunk, report: ExportReport, seen: set[bytes]) -> list[int]:
+def _unique(chunk: PreparedChunk, digests: list[bytes], report: ExportReport, seen: set[bytes]) -> list[int]:
     """The indexes of the chunk's lines that are no exact duplicate, reporting the skips in input order."""
     skips = iter(chunk.skips)
     skip = next(skips, None)
     chosen = []
-    for index, digest in enumerate([*chunk.digests, None]):
+    for index, digest in enumerate([*digests, None]):
         while skip is not None and skip[0] == index:
             report.skip(skip[1], skip[2])
             skip = next(skips, None)
@@ -268,7 +268,7 @@ def _unique(chunk: PreparedChunk, report: ExportReport, seen: set[bytes]) -> lis
             break
         if digest in seen:
             report.exact_duplicates += 1
-            report.skip("duplicate conversation", chunk.wheres[index])
+            report.skip("duplicate conversation", chunk.where(index))
             continue
         seen.add(digest)
         chosen.append(index)

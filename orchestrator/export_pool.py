@@ -3,7 +3,7 @@
 parent takes the prepared chunks in input order and deduplicates, splits and writes them, so the
 output is the same file a single process writes.
 
-A worker is ``python -m orchestrator.export_pool PARENT_PID``: a fresh interpreter that imports only the
+A worker is ``python -c _WORKER PARENT_PID`` (``_serve`` of this module): a fresh interpreter that imports only the
 orchestrator (so the caller's script is never run again, as multiprocessing's spawn would, and no
 ``if __name__ == "__main__"`` guard is needed), taking pickled tasks on stdin and answering on stdout,
 one length-prefixed frame each. Parts go to the workers in turn and their answers are read back in the
@@ -35,6 +35,10 @@ PART_BYTES = 4 << 20  # a part of a JSONL file: a few thousand conversations
 PARALLEL_BYTES = 64 << 20  # JSONL sources smaller than this are read in the parent: starting workers costs more
 IN_FLIGHT = 2  # parts queued per worker
 _LENGTH = struct.Struct("<Q")
+_WORKER = (
+    "import sys\nif sys.path[:1] == ['']: del sys.path[0]\n"
+    "from orchestrator.export_pool import _serve\nsys.exit(_serve(int(sys.argv[1])))"
+)
 
 
 def worker_count() -> int:
@@ -56,7 +60,9 @@ class PreparePool:
             # a source checkout: put it first (an installed package is found anyway, and putting
             # site-packages before the standard library could shadow a module of it)
             env["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
-        command = [sys.executable, "-m", "orchestrator.export_pool", str(os.getpid())]
+        # not ``-m``, which puts the working folder first on sys.path: an ``orchestrator`` folder there
+        # (another checkout) would be imported instead of this one (Python 3.11's -P, by hand)
+        command = [sys.executable, "-c", _WORKER, str(os.getpid())]
         self._workers: list[subprocess.Popen] = []
         try:
             for _ in range(workers):
@@ -185,7 +191,3 @@ def batched(items: Any, size: int) -> Iterator[list[Any]]:
     items = iter(items)
     while chunk := list(itertools.islice(items, size)):
         yield chunk
-
-
-if __name__ == "__main__":
-    sys.exit(_serve(int(sys.argv[1])))

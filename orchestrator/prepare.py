@@ -10,6 +10,7 @@ and prepare parts of a file exactly as the main process would; ``dataset`` dedup
 
 from __future__ import annotations
 
+import array
 import hashlib
 import itertools
 import json
@@ -46,6 +47,7 @@ TOOL_RESULT_JOIN = "\n</tool_response>\n<tool_response>\n"
 _INLINE_THINK = re.compile(r"^\s*<think>(.*?)</think>\s*", re.DOTALL)
 CHUNK = 256  # conversations repaired, screened for secrets and written per pass
 LONG_MESSAGE_CHARS = 32_768  # a message this long is counted in the report (it is likely a pasted file)
+DIGEST = 16  # bytes of a line's digest: identity, not security
 _NO_FIXES: Counter = Counter()  # shared by every conversation that needed no repair: never changed
 
 
@@ -229,17 +231,22 @@ class Options:
 class PreparedChunk:
     """A chunk of conversations made ready to write, in columns (cheap to hand between processes).
 
-    The conversations that became lines are listed in input order by ``ids``, ``wheres`` and ``digests``;
-    the lines themselves are joined in ``blob``, line i ending at ``ends[i]``; the sparse columns are keyed
-    by a line's index. ``skips`` holds (index, reason, where) for each conversation that could not be
-    used, the index being that of the next line, so the input order can be replayed.
+    The conversations that became lines are listed in input order by ``ids``, ``wheres`` and ``digests``
+    (16 bytes each, joined); the lines themselves are joined in ``blob``, line i ending at ``ends[i]``; the
+    sparse columns are keyed by a line's index. ``skips`` holds (index, reason, where) for each
+    conversation that could not be used, the index being that of the next line, so the input order can
+    be replayed. A plain record's id and place are its line number (an int), read with ``id`` and
+    ``where`` against the chunk's ``path`` and ``stem``: ints and one bytes object pickle far faster
+    than as many strings.
     """
 
-    ids: list[str] = field(default_factory=list)
-    wheres: list[str] = field(default_factory=list)
+    ids: list[str | int] = field(default_factory=list)
+    wheres: list[str | int] = field(default_factory=list)
+    path: str = ""  # the JSONL file of the plain records in the chunk
+    stem: str = ""
     blob: bytes = b""
-    ends: list[int] = field(default_factory=list)
-    digests: list[bytes] = field(default_factory=list)
+    ends: array.array = field(default_factory=lambda: array.array("Q"))
+    digests: bytes = b""
     skips: list[tuple[int, str, str]] = field(default_factory=list)
     fixes: dict[int, Counter] = field(default_factory=dict)
     redacted: dict[int, Counter] = field(default_factory=dict)
@@ -247,6 +254,18 @@ class PreparedChunk:
     exact: dict[int, int] = field(default_factory=dict)  # token counts of the lines that may exceed cutoff_len
     samples: dict[int, tuple] = field(default_factory=dict)  # (turns, system, tools) of the ones that may be sampled
     signed: Any = None  # the lines' near-duplicate signatures (a cleaning.dedupe.Signed), None without
+
+    def id(self, index: int) -> str:
+        key = self.ids[index]
+        return f"{self.stem}:{key}" if type(key) is int else key
+
+    def where(self, index: int) -> str:
+        key = self.wheres[index]
+        return f"{self.path} line {key}" if type(key) is int else key
+
+    def digest_list(self) -> list[bytes]:
+        digests = self.digests
+        return [digests[at : at + DIGEST] for at in range(0, len(digests), DIGEST)]
 
 
 class PlainRecord:
@@ -262,21 +281,23 @@ class PlainRecord:
     def conversation(self) -> Conversation:
         return self.part.parse(self.number, self.record)
 
-    @property
-    def id(self) -> str:
-        return str(self.record.get("id") or f"{self.part.path.stem}:{self.number}")
+    def dumps(self) -> bytes:
+        """Its JSONL line: the bytes ``_dumps(to_sharegpt(...))`` makes of its turns on the general path,
+        spliced from its texts; Skip when one cannot be JSON."""
+        try:
+            heads = itertools.cycle(_TURN_HEADS)
+            turns = b"},".join([head + orjson.dumps(text) for head, text in zip(heads, self.contents, strict=False)])
+        except TypeError as exc:  # orjson.JSONEncodeError: a lone surrogate
+            raise _not_json(exc) from None
+        return b'{"conversations":[' + turns + b'}],"system":"","tools":""}\n'
 
-    @property
-    def where(self) -> str:
-        return f"{self.part.path} line {self.number}"
+    def text(self) -> str:
+        """``dedupe.record_text`` of its record."""
+        return "\n".join(["", "", *self.contents])
 
-    def turns(self) -> list[Message]:
-        return [Message("assistant" if i % 2 else "user", text) for i, text in enumerate(self.contents)]
 
-    def sharegpt(self) -> dict[str, Any]:
-        """``to_sharegpt`` of its turns, as the general path builds it."""
-        turns = [{"from": "gpt" if i % 2 else "human", "value": text} for i, text in enumerate(self.contents)]
-        return {"conversations": turns, "system": "", "tools": ""}
+# the opening of each turn of a plain record's line, user and assistant in turn
+_TURN_HEADS = (b'{"from":"human","value":', b'{"from":"gpt","value":')
 
 
 def plain_contents(record: Any) -> list[str] | None:
@@ -338,18 +359,36 @@ def prepare_chunk(
     else:
         cleaned = iter([(turns, system, None) for turns, system in general])
     skips, out.skips = out.skips, []
-    texts, long, lines = [], [], []
-    for at, (item, fixes, *_) in enumerate(repaired):
+    texts, long, lines, digests = [], [], [], []
+    part = next((item.part for item, *_ in repaired if type(item) is PlainRecord), None)
+    if part is not None:  # the JSONL part of the chunk's plain records: their ids and places are ints
+        out.path, out.stem = str(part.path), part.path.stem
+    at = 0
+    while at < len(repaired):
         while skips and skips[0][0] == at:
             out.skips.append((len(lines), *skips.pop(0)[1:]))
+        item, fixes, *_ = repaired[at]
         plain = type(item) is PlainRecord
-        where = item.where if plain else item.where or item.id
+        if plain and item.part is part:  # the common case: a run of them, up to the next skip
+            end, stop = at, skips[0][0] if skips else len(repaired)
+            while end < stop and type(repaired[end][0]) is PlainRecord and repaired[end][0].part is part:
+                end += 1
+            _add_plain(
+                [entry[0] for entry in repaired[at:end]], out, options, sample_bound, lines, digests, texts, long
+            )
+            at = end
+            continue
+        at += 1
+        if plain:
+            # of another part than the chunk's first plain record: named as the general path names it
+            key = str(item.record.get("id") or f"{item.part.path.stem}:{item.number}")
+            where = f"{item.part.path} line {item.number}"
+        else:
+            key, where = item.id, item.where or item.id
         try:
             if plain:
                 turns, system, redacted, tools = None, "", None, []
-                line = item.line
-                record = item.sharegpt() if line is None or options.near else None
-                line = line or _dumps(record)
+                line = item.line or item.dumps()
             else:
                 turns, system, redacted = next(cleaned)
                 tools = item.tools
@@ -358,11 +397,11 @@ def prepare_chunk(
             out.skips.append((len(lines), str(exc), where))
             continue
         index = len(lines)
-        digest = hashlib.sha1(line).digest()[:16]  # identity, not security: SHA-1 runs in hardware, twice blake2b
-        out.ids.append(item.id)
+        digest = hashlib.sha1(line).digest()[:DIGEST]  # SHA-1 runs in hardware here, twice blake2b
+        out.ids.append(key)
         out.wheres.append(where)
         lines.append(line)
-        out.digests.append(digest)
+        digests.append(digest)
         if fixes:
             out.fixes[index] = fixes
         if redacted:
@@ -373,21 +412,57 @@ def prepare_chunk(
             sampled = sample_bound is None or sample_hash(digest) <= sample_bound
             size = len(item.contents) if plain else len(turns)
             exceeds = may_exceed(options.cutoff_len, len(line), size, tools)
-            if plain and (sampled or exceeds):
-                turns = item.turns()
-            if sampled:
-                out.samples[index] = (turns, system, tools)
+            if sampled:  # a plain record's texts alone: Messages pickle slowly (tokens.template_messages)
+                out.samples[index] = (item.contents if plain else turns, system, tools)
             if exceeds:
-                long.append((index, (turns, system, tools)))
+                long.append((index, (item.contents if plain else turns, system, tools)))
         if options.near:
-            texts.append(record_text(record))
+            texts.append(item.text() if plain else record_text(record))
     out.skips += [(len(lines), *skip[1:]) for skip in skips]
     counter = measurer(*options.tokens) if long else None
     if counter is not None:
         out.exact = dict(zip([i for i, _ in long], counter.count([counter.render(*c) for _, c in long]), strict=True))
     out.signed = sign(texts, *options.near) if options.near else None
-    out.blob, out.ends = b"".join(lines), list(itertools.accumulate(map(len, lines)))
+    out.blob, out.digests = b"".join(lines), b"".join(digests)
+    out.ends = array.array("Q", itertools.accumulate(map(len, lines)))
     return out
+
+
+def _add_plain(
+    run: list[PlainRecord],
+    out: PreparedChunk,
+    options: Options,
+    sample_bound: int | None,
+    lines: list[bytes],
+    digests: list[bytes],
+    texts: list[str],
+    long: list[tuple[int, tuple]],
+) -> None:
+    """What the loop of ``prepare_chunk`` does for each of a run of plain records of the chunk's part,
+    done for the run at once: nothing of them is repaired or redacted, or long."""
+    made, kept = [], []
+    for plain in run:
+        try:
+            made.append(plain.line or plain.dumps())
+        except Skip as exc:
+            out.skips.append((len(lines) + len(made), str(exc), f"{out.path} line {plain.number}"))
+            continue
+        kept.append(plain)
+    base = len(lines)
+    lines += made
+    signs = [hashlib.sha1(line).digest()[:DIGEST] for line in made]
+    digests += signs
+    out.ids += [str(own) if (own := plain.record.get("id")) else plain.number for plain in kept]
+    out.wheres += [plain.number for plain in kept]
+    if options.tokens:
+        bound = None if sample_bound is None else sample_bound.to_bytes(8, "big")  # sample_hash, as bytes
+        for index, (plain, line, digest) in enumerate(zip(kept, made, signs, strict=True), start=base):
+            if bound is None or digest[:8] <= bound:
+                out.samples[index] = (plain.contents, "", [])
+            if may_exceed(options.cutoff_len, len(line), len(plain.contents), []):
+                long.append((index, (plain.contents, "", [])))
+    if options.near:
+        texts += [plain.text() for plain in kept]
 
 
 def _screen_plain(items: list[Any]) -> list[Any]:
@@ -398,7 +473,7 @@ def _screen_plain(items: list[Any]) -> list[Any]:
         return items
     for plain in plains:
         try:
-            plain.line = _dumps(plain.sharegpt())
+            plain.line = plain.dumps()
         except Skip:
             plain.line = None
     flags = screen_json_lines([plain.line or b"" for plain in plains])

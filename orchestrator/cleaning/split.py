@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+from collections.abc import Callable, Sequence
 from typing import Any
 
 SEED = "orchestrator-eval-split-1"  # fixed: changing it would reshuffle every existing split
@@ -56,14 +57,17 @@ class Splitter:
         else:
             self.train.write(heapq.heappushpop(self.heap, entry)[2])
 
-    def write_lines(self, ids: list[str], blob: bytes, ends: list[int], chosen: list[int] | None) -> None:
-        """``write`` for the lines joined in ``blob`` (line i ends at ``ends[i]`` and belongs to ``ids[i]``),
-        the ``chosen`` ones (None: all) in order; all of them at once when nothing is held out."""
+    def write_lines(
+        self, id_of: Callable[[int], str], blob: bytes, ends: Sequence[int], chosen: list[int] | None
+    ) -> None:
+        """``write`` for the lines joined in ``blob`` (line i ends at ``ends[i]`` and belongs to the
+        conversation ``id_of(i)``), the ``chosen`` ones (None: all) in order; all of them at once when
+        nothing is held out."""
         if chosen is None and self.share is None and not self.count:
             self.train.write(blob)
             return
         for index in range(len(ends)) if chosen is None else chosen:
-            self.write(ids[index], blob[ends[index - 1] if index else 0 : ends[index]])
+            self.write(id_of(index), blob[ends[index - 1] if index else 0 : ends[index]])
 
     def finish(self) -> None:
         """Write the count split's held-out lines, in the order they were read."""

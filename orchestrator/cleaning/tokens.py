@@ -190,9 +190,12 @@ def _compile(template: str, enable_thinking: bool) -> Any:
     return env.from_string(jinja_chat_template(template, enable_thinking))
 
 
-def template_messages(turns: list[Message], system: str) -> list[dict[str, Any]]:
-    """The turns as the chat template's messages (role, content, reasoning_content, tool_calls)."""
+def template_messages(turns: list[Message] | list[str], system: str) -> list[dict[str, Any]]:
+    """The turns as the chat template's messages (role, content, reasoning_content, tool_calls); turns
+    given as bare texts are user and assistant in turn (a plain record's, see ``prepare.PlainRecord``)."""
     out: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
+    if turns and type(turns[0]) is str:
+        return out + [{"role": "assistant" if i % 2 else "user", "content": text} for i, text in enumerate(turns)]
     for message in turns:
         entry: dict[str, Any] = {"role": message.role, "content": message.content}
         if message.thinking is not None:

@@ -122,11 +122,10 @@ def _cut(path: Path, part_bytes: int) -> Iterator[JsonlPart]:
         while block := handle.read(BLOCK):
             end = offset + len(block)
             cut = block.rfind(b"\n")
+            lines += block.count(b"\n")  # all of them up to ``cut``, the last
             if cut >= 0 and end - start >= part_bytes:  # a part ends at this block's last line end
-                count = lines + block.count(b"\n", 0, cut + 1)
-                yield JsonlPart(path, start, count - (start_line - 1), start_line)
-                start, start_line = offset + cut + 1, count + 1
-            lines += block.count(b"\n")
+                yield JsonlPart(path, start, lines - (start_line - 1), start_line)
+                start, start_line = offset + cut + 1, lines + 1
             offset = end
     if offset > start:
         yield JsonlPart(path, start, None, start_line)  # to the end of the file

@@ -214,6 +214,20 @@ def test_an_error_in_a_worker_reaches_the_export_as_itself(tmp_path):
         assert pool._workers[0].poll() is None  # the worker goes on serving
 
 
+def test_workers_import_this_orchestrator_whatever_folder_the_export_runs_in(tmp_path, monkeypatch):
+    """``python -m`` would put the working folder first on the workers' path: a folder holding another
+    ``orchestrator`` (say, an older checkout) would then run in them."""
+    other = tmp_path / "orchestrator"
+    other.mkdir()
+    (other / "__init__.py").write_text("raise SystemExit('the wrong orchestrator was imported')\n")
+    monkeypatch.chdir(tmp_path)
+    part = SourcePart(JsonlPart(chats_file(tmp_path / "c.jsonl", 50), 0, None, 1), Filters())
+    options = Options(redact=False, keep_thinking=True, near=None, cutoff_len=None, tokens=None)
+    with export_pool.PreparePool(1) as pool:
+        chunks = list(pool.prepare([part], options, lambda: None, lambda: None))
+    assert sum(len(chunk.ids) for chunk in chunks) > 40
+
+
 KILLED_EXPORT = textwrap.dedent(
     """
     import sys
@@ -230,7 +244,7 @@ KILLED_EXPORT = textwrap.dedent(
 
 
 def workers_of(parent: int) -> list[int]:
-    found = subprocess.run(["pgrep", "-f", f"orchestrator.export_pool {parent}$"], capture_output=True, text=True)
+    found = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True)
     return [int(pid) for pid in found.stdout.split()]
 
 
