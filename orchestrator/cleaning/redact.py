@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import json
 import re
 from collections import Counter
@@ -74,15 +75,18 @@ class RedactionError(OrchestratorError):
     """detect-secrets is missing or unusable."""
 
 
+_MISSING = (
+    "secret redaction needs the package detect-secrets: pip install detect-secrets "
+    "(or set data.redact: false to export without it)"
+)
+
+
 @functools.lru_cache(maxsize=1)
 def _detectors() -> tuple[tuple[Any, str], ...]:
     try:
         importlib.import_module("detect_secrets.plugins.private_key")
     except ImportError as exc:
-        raise RedactionError(
-            "secret redaction needs the package detect-secrets: pip install detect-secrets "
-            "(or set data.redact: false to export without it)"
-        ) from exc
+        raise RedactionError(_MISSING) from exc
     out = []
     for (module, name), kind in PLUGINS.items():
         cls = getattr(importlib.import_module(f"detect_secrets.plugins.{module}"), name)
@@ -91,8 +95,15 @@ def _detectors() -> tuple[tuple[Any, str], ...]:
 
 
 def check_available() -> None:
-    """Raise RedactionError now, before an export reads anything, when detect-secrets is missing."""
-    _detectors()
+    """Raise RedactionError now, before an export reads anything, when detect-secrets is missing. Its
+    plugins are loaded (a fifth of a second) only once the screen flags a text: an export whose texts
+    all pass the screen, or whose worker processes redact, never needs them here."""
+    try:
+        found = importlib.util.find_spec("detect_secrets") is not None
+    except ValueError:  # a module of that name without a spec
+        found = False
+    if not found:
+        raise RedactionError(_MISSING)
 
 
 @functools.lru_cache(maxsize=1)

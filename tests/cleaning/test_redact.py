@@ -87,7 +87,8 @@ def test_redact_false_writes_the_conversations_as_they_are(tmp_path):
 
 
 def test_without_detect_secrets_the_export_stops_before_writing_and_names_the_fix(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "detect_secrets.plugins.private_key", None)  # import fails
+    for name in ("detect_secrets", "detect_secrets.plugins.private_key"):
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed: finding and importing it fail
     redact._detectors.cache_clear()
     try:
         with pytest.raises(redact.RedactionError, match="pip install detect-secrets .*data.redact: false"):
