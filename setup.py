@@ -44,6 +44,7 @@ setup(
         "datasketch>=1.6",
         "numpy>=1.24",  # the redaction screen and MinHash signatures, many conversations per pass
         "google-re2>=1.1",  # the redaction screen in one linear pass (numpy's passes where it is missing)
+        "matplotlib>=3.7",  # the run report's training curves (Agg, PNGs embedded in report.html)
     ],
     extras_require={
         "train": TRAIN,
