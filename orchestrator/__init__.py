@@ -2,8 +2,10 @@
 
 The library, one typed function per stage (each also reachable as ``orchestrator.stages.<stage>``)::
 
-    from orchestrator import open_run, run_pipeline          # a whole recipe, as `orchestrator run` does
-    from orchestrator import export_dataset, train, merge, convert_to_gguf, register_model, ServeSpec
+    import orchestrator
+    outcome = orchestrator.run("quickstart", until="gguf")    # what `orchestrator run` does
+    from orchestrator import export_dataset, train, merge, evaluate, convert, register, report
+    from orchestrator import FineTuningManager                 # the original wrapper's shape
 
 Importing this package is cheap: the names above are loaded on first use (PEP 562), and torch,
 transformers and llamafactory only inside the functions that need them.
@@ -23,14 +25,21 @@ _EXPORTS = {
     "open_run": ("orchestrator.run", "open_run"),
     "RunContext": ("orchestrator.run", "RunContext"),
     "run_pipeline": ("orchestrator.pipeline", "run_pipeline"),
+    "run": ("orchestrator.api", "run"),
+    "RunOutcome": ("orchestrator.api", "RunOutcome"),
+    "FineTuningManager": ("orchestrator.manager", "FineTuningManager"),
     "export_dataset": ("orchestrator.stages.data", "export"),
     "train": ("orchestrator.stages.train", "train"),
     "TrainResult": ("orchestrator.stages.train", "TrainResult"),
     "merge": ("orchestrator.stages.merge", "merge"),
     "MergeResult": ("orchestrator.stages.merge", "MergeResult"),
+    "evaluate": ("orchestrator.stages.eval", "evaluate"),
+    "convert": ("orchestrator.stages.gguf", "convert_to_gguf"),
     "convert_to_gguf": ("orchestrator.stages.gguf", "convert_to_gguf"),
     "ServeSpec": ("orchestrator.ollama.spec", "ServeSpec"),
+    "register": ("orchestrator.ollama.register", "register_model"),
     "register_model": ("orchestrator.ollama.register", "register_model"),
+    "report": ("orchestrator.report", "write_report"),
     "OrchestratorError": ("orchestrator.errors", "OrchestratorError"),
 }
 __all__ = ["__version__", *_EXPORTS]

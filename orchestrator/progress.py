@@ -1,6 +1,7 @@
 """The one progress renderer of the command line, on stderr: stage lines, training steps, and bytes
-converted, hashed or uploaded. On a terminal bytes are a live bar (rich); in a log (CI, nohup, Colab)
-every step and every quarter of a transfer is one plain line, so logs stay short and readable.
+converted, hashed or uploaded. On a terminal steps and bytes are live bars (rich), with the loss and
+LLaMA-Factory's ETA beside the steps; in a log (CI, nohup, Colab) every step and every quarter of a
+transfer is one plain line, so logs stay short and readable.
 
 It implements the ``orchestrator.run.Reporter`` protocol; the library never prints by itself.
 """
@@ -35,6 +36,9 @@ class ConsoleReporter:
             return
         self._last_step = p.step
         loss = f"{p.loss:.4f}" if p.loss is not None else "-"
+        if self.console.is_terminal and p.total:
+            self._live_steps(p.step, p.total, f"loss {loss}  elapsed {p.elapsed}  eta {p.remaining}")
+            return
         self.console.print(f"  step {p.step}/{p.total}  loss {loss}  elapsed {p.elapsed}  eta {p.remaining}")
 
     def transfer(self, label: str, done: int, total: int) -> None:
@@ -68,6 +72,27 @@ class ConsoleReporter:
             self._bar.stop()
             self._bar = self._task = None
             self._transfer = None
+
+    def _live_steps(self, step: int, total: int, status: str) -> None:
+        """Training steps as one live bar, its status the latest loss and LLaMA-Factory's own ETA."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        if self._transfer != ("steps", total):
+            self.close()
+            self._transfer = ("steps", total)
+            self._bar = Progress(
+                TextColumn("  step"),
+                MofNCompleteColumn(),
+                BarColumn(),
+                TextColumn("{task.fields[status]}"),
+                console=self.console,
+                transient=False,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("steps", total=total, status=status)
+        self._bar.update(self._task, completed=step, status=status)
+        if step >= total:
+            self.close()
 
     def _live(self, label: str, done: int, total: int) -> None:
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
