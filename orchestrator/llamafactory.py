@@ -17,11 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from orchestrator.context import Progress
 from orchestrator.errors import StageError, UsageError
 from orchestrator.hardware import Hardware
 from orchestrator.procs import run_logged
 from orchestrator.recipe import Recipe
-from orchestrator.run import Progress
 
 log = logging.getLogger(__name__)
 ERROR_LINE = re.compile(r"^\s*([\w.]+(Error|Exception|Interrupt)|RuntimeError|OSError|Killed)\b.*")
@@ -114,6 +114,64 @@ def export_config(recipe: Recipe, *, model_path: str, adapter_dir: Path, export_
     return config
 
 
+# Pass-through train keys that change how the model is loaded or what its loss covers: an evaluation must
+# use them as training did. Optimiser, schedule and saving keys mean nothing to an eval-only run.
+EVAL_PASSTHROUGH = (
+    "flash_attn",
+    "rope_scaling",
+    "enable_liger_kernel",
+    "upcast_layernorm",
+    "use_unsloth",
+    "train_on_prompt",
+    "mask_history",
+)
+
+
+def eval_config(
+    recipe: Recipe,
+    hw: Hardware,
+    *,
+    model_path: str,
+    dataset: str,
+    dataset_dir: Path,
+    output_dir: Path,
+    adapter_dir: Path | None = None,
+    max_new_tokens: int | None = None,
+) -> dict[str, Any]:
+    """An eval-only ``llamafactory-cli train`` config: the held-out loss of ``model_path`` (plus the LoRA in
+    ``adapter_dir``, when given) on ``dataset``, or, with ``max_new_tokens``, its greedy answers to each
+    conversation's last turn (``do_predict``). Template, thinking and ``cutoff_len`` are training's, and a
+    QLoRA recipe's models load in 4 bits as in training."""
+    t = recipe.train
+    config: dict[str, Any] = {
+        "model_name_or_path": model_path,
+        **({"adapter_name_or_path": str(adapter_dir)} if adapter_dir else {}),
+        "trust_remote_code": recipe.model.trust_remote_code,
+        "stage": "sft",
+        "do_train": False,
+        "finetuning_type": "lora",
+        "eval_dataset": dataset,
+        "dataset_dir": str(dataset_dir),
+        "template": recipe.model.resolved_template,
+        "cutoff_len": t.cutoff_len,
+        "overwrite_cache": True,
+        "output_dir": str(output_dir),
+        "per_device_eval_batch_size": t.per_device_train_batch_size,
+        "report_to": "none",
+        "seed": t.seed,
+    }
+    if recipe.model.resolved_template == "qwen3":
+        config["enable_thinking"] = recipe.model.enable_thinking
+    if max_new_tokens is None:
+        config["do_eval"] = True
+    else:
+        # LLaMA-Factory samples by default (do_sample true, temperature 0.95): greedy makes answers repeatable.
+        config.update(do_predict=True, predict_with_generate=True, do_sample=False, max_new_tokens=max_new_tokens)
+    config.update(_hardware_keys(recipe, hw))
+    config.update({k: v for k, v in recipe.llamafactory.items() if k in EVAL_PASSTHROUGH})
+    return config
+
+
 def cli_path() -> str:
     """The ``llamafactory-cli`` of this Python environment, else the one on PATH."""
     beside = Path(sys.executable).with_name("llamafactory-cli")
@@ -203,6 +261,8 @@ PHASES = (
     ("loading weights file", "loading the model weights"),
     ("trainable params:", "model loaded; adding the LoRA adapter"),
     ("***** Running training *****", "training started"),
+    ("***** Running Evaluation *****", "computing the held-out loss"),
+    ("***** Running Prediction *****", "generating answers"),
     ("Merged ", "adapter merged; saving the merged model"),
 )
 QUIET_SECONDS = 30.0
@@ -278,3 +338,42 @@ def error_lines(log_path: Path, limit: int = 3) -> list[str]:
     errors = [ln.strip() for ln in lines if ERROR_LINE.match(ln)]
     picked = errors[-limit:] if errors else [ln.strip() for ln in lines[-limit:]]
     return picked or ["(the log is empty)"]
+
+
+# LLaMA-Factory 0.9.5's ComputeSimilarity (train/sft/metric.py): what a predict_with_generate run scores.
+SIMILARITY_METRICS = ("rouge-1", "rouge-2", "rouge-l", "bleu-4")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def read_eval_loss(output_dir: Path, log_path: Path) -> float:
+    """``eval_loss`` of a ``do_eval`` run: ``save_metrics("eval")`` writes eval_results.json and merges it
+    into all_results.json. It may be NaN or infinite; a run that wrote none is a StageError."""
+    for name in ("eval_results.json", "all_results.json"):
+        data = _read_json(output_dir / name)
+        value = data.get("eval_loss") if isinstance(data, dict) else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    raise StageError(f"llamafactory-cli wrote no eval_loss in {output_dir}; see {log_path}")
+
+
+def read_predictions(output_dir: Path, count: int, log_path: Path) -> tuple[list[str], dict[str, float]]:
+    """What a ``do_predict`` run generated: generated_predictions.jsonl's ``predict`` texts, in dataset order
+    (``count`` of them, else a StageError), and predict_results.json's ``predict_<metric>`` scores by
+    metric name (ROUGE and BLEU-4, in percent)."""
+    path = output_dir / "generated_predictions.jsonl"
+    try:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, ValueError) as exc:
+        raise StageError(f"cannot read LLaMA-Factory's answers in {path} ({exc}); see {log_path}") from None
+    if len(rows) != count or not all(isinstance(r, dict) and isinstance(r.get("predict"), str) for r in rows):
+        raise StageError(f"{path} holds {len(rows)} answers for {count} prompts; see {log_path}")
+    scores = _read_json(output_dir / "predict_results.json")
+    scores = scores if isinstance(scores, dict) else {}
+    metrics = {m: float(scores[f"predict_{m}"]) for m in SIMILARITY_METRICS if f"predict_{m}" in scores}
+    return [r["predict"] for r in rows], metrics

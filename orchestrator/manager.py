@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.api import RunOutcome
-from orchestrator.run import Reporter, RunContext, open_run
+from orchestrator.context import Reporter, RunContext, open_run
 
 
 class FineTuningManager:
@@ -96,7 +96,7 @@ class FineTuningManager:
 
     def report(self) -> Path:
         """Write the run report again; report.html's path."""
-        from orchestrator.report import write_report
+        from orchestrator.run_report import write_report
 
         return write_report(self.run_dir).html
 

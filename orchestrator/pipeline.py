@@ -3,12 +3,16 @@
 ``run_pipeline`` locks the run folder (a second run of it refuses while the first is alive), then for
 each stage compares its fingerprint (its config plus its input files, as they are now) with the
 manifest's record; a stage that is current is skipped, any other runs and is recorded as done or
-failed, whatever it raised.
+failed, whatever it raised. At the end of every run, finished, failed or interrupted, it writes the run
+report (``orchestrator.run_report``); a report that cannot be written costs one warning, never the run's
+own outcome or error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +20,9 @@ from typing import Any
 
 import yaml
 
+from orchestrator.context import RunContext
 from orchestrator.errors import OrchestratorError, StageError
 from orchestrator.fsutil import file_lock, write_text
-from orchestrator.run import RunContext
 from orchestrator.stages import BY_NAME, PIPELINE, merge, train
 
 log = logging.getLogger(__name__)
@@ -29,6 +33,7 @@ LOCK_FILE = ".lock"
 class RunResult:
     run_dir: Path
     manifest: Path
+    report: Path | None = None  # report.html, None when it could not be written
 
 
 def dry_run(ctx: RunContext) -> dict[str, str]:
@@ -48,18 +53,74 @@ def run_pipeline(ctx: RunContext, *, force: bool = False) -> RunResult:
             recipe=str(ctx.recipe_path),
             resolved_recipe=ctx.recipe.model_dump(mode="json"),
             hardware=ctx.hardware.to_dict(),
+            run={"started": _now(), "stages": list(ctx.recipe.stages), "status": "running"},
         )
-        selected = [stage for stage in PIPELINE if stage.NAME in ctx.recipe.stages]
-        # Packages are checked for the stages that look due now (the exact list is known only as they run).
-        due = [s.NAME for s in selected if force or not ctx.manifest.is_current(s.NAME, s.fingerprint(ctx))]
-        _preflight(ctx, due)
-        for stage in selected:
-            fp = stage.fingerprint(ctx)
-            if not force and _current(ctx, stage, fp):
-                ctx.reporter.stage(stage.NAME, "skipped", "already done with the same inputs")
-                continue
-            _run_stage(ctx, stage.NAME, fp)
-    return RunResult(ctx.run_dir, ctx.manifest.path)
+        try:
+            _run_stages(ctx, force)
+        except BaseException as exc:
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            write_run_report(ctx, status, exc)
+            raise
+        report = write_run_report(ctx, "done")
+    return RunResult(ctx.run_dir, ctx.manifest.path, report)
+
+
+def _run_stages(ctx: RunContext, force: bool) -> None:
+    selected = [stage for stage in PIPELINE if stage.NAME in ctx.recipe.stages]
+    # Packages are checked for the stages that look due now (the exact list is known only as they run).
+    due = [s.NAME for s in selected if force or not ctx.manifest.is_current(s.NAME, s.fingerprint(ctx))]
+    _preflight(ctx, due)
+    for stage in selected:
+        fp = stage.fingerprint(ctx)
+        if not force and _current(ctx, stage, fp):
+            ctx.reporter.stage(stage.NAME, "skipped", "already done with the same inputs")
+            continue
+        _run_stage(ctx, stage.NAME, fp)
+
+
+def write_run_report(ctx: RunContext, status: str, error: BaseException | None = None) -> Path | None:
+    """Record how the run ended in the manifest and write the run report; returns report.html's path.
+
+    Never raises (a second Ctrl-C included): a report that cannot be written is one warning line, and
+    the run's own error, which the caller re-raises, stays the one the user sees."""
+    record = ctx.manifest.data.setdefault("run", {})
+    record.update(finished=_now(), status=status, error=_error_text(error))
+    try:
+        from orchestrator.run_report import write_report
+
+        with contextlib.suppress(OrchestratorError):
+            ctx.manifest.save()  # the report reads the in-memory manifest; a full disk fails it next
+        paths = write_report(ctx.run_dir, ctx.manifest.data, on_progress=ctx.reporter.transfer)
+    except BaseException as exc:  # noqa: BLE001 (the report must never replace the run's outcome)
+        log.warning("the run report was not written: %s", _report_failure(ctx, exc))
+        return None
+    record["report"] = str(paths.html)
+    return paths.html
+
+
+def _error_text(error: BaseException | None) -> str | None:
+    if error is None:
+        return None
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)"
+    return str(error) or type(error).__name__
+
+
+def _report_failure(ctx: RunContext, exc: BaseException) -> str:
+    """One line on why the report failed. Our own errors name a file; anything else may quote data
+    from the run, so its traceback goes to logs/report.error.log and the line names only its type."""
+    if isinstance(exc, OrchestratorError):
+        return str(exc).splitlines()[0]
+    path = ctx.logs_dir / "report.error.log"
+    try:
+        write_text(path, "".join(traceback.format_exception(exc)))
+    except BaseException:  # noqa: BLE001
+        return type(exc).__name__
+    return f"{type(exc).__name__}; details in {path}"
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def _current(ctx: RunContext, stage: Any, fp: str) -> bool:

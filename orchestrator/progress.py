@@ -3,7 +3,7 @@ converted, hashed or uploaded. On a terminal steps and bytes are live bars (rich
 LLaMA-Factory's ETA beside the steps; in a log (CI, nohup, Colab) every step and every quarter of a
 transfer is one plain line, so logs stay short and readable.
 
-It implements the ``orchestrator.run.Reporter`` protocol; the library never prints by itself.
+It implements the ``orchestrator.context.Reporter`` protocol; the library never prints by itself.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from orchestrator.recipe_sources import (
     SourceFilters,
 )
 
-STAGES = ("data", "train", "merge", "gguf", "register")
+STAGES = ("data", "train", "merge", "eval", "gguf", "register")
 TINY_MODEL = "tiny-qwen3"
 
 
@@ -155,6 +155,16 @@ class TrainSpec(Section):
     max_samples: int | None = Field(None, gt=0, description="Use at most this many examples")
 
 
+class EvalSpec(Section):
+    samples: int = Field(
+        8,
+        ge=0,
+        description="Held-out conversations whose last user turn the base and the tuned model answer "
+        "(greedy; fewer when fewer are held out); 0: held-out loss only",
+    )
+    max_new_tokens: int = Field(128, gt=0, description="Longest answer generated per sample, in tokens")
+
+
 class GGUFSpec(Section):
     type: Literal[OUT_TYPES] | None = Field(  # type: ignore[valid-type]
         None, description="GGUF tensor type (default: q8_0 for a merged model, f16 for serve: adapter)"
@@ -180,6 +190,7 @@ class Recipe(Section):
     runs_dir: str = Field("llama_factory_data/runs", description="Where run folders are made")
     data: DataSpec
     train: TrainSpec = Field(default_factory=TrainSpec)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
     gguf: GGUFSpec = Field(default_factory=GGUFSpec)
     ollama: OllamaSpec = Field(default_factory=OllamaSpec)
     llamafactory: dict[str, Any] = Field(default_factory=dict, description="Further train keys, verbatim")

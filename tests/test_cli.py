@@ -90,3 +90,10 @@ def test_data_export_bad_eval_split_or_preferences_is_one_line(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "holds out all 4 conversations" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.jsonl"))
+
+
+def test_the_run_command_offers_every_stage_of_a_recipe():
+    from orchestrator.commands.run import STAGES as OFFERED
+    from orchestrator.recipe import STAGES
+
+    assert OFFERED == STAGES

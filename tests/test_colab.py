@@ -174,7 +174,8 @@ def test_the_notebook_is_valid_runs_no_shell_and_starts_from_a_gpu_recipe():
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     nbformat.validate(notebook)
     cells = code_cells(notebook)
-    assert [tags(c)[0] for c in cells] == ["parameters", "setup", "install", "upload", "recipe", "train", "download"]
+    tagged = [tags(c)[0] for c in cells]
+    assert tagged == ["parameters", "setup", "install", "upload", "recipe", "train", "report", "download"]
     for cell in cells:
         lines = cell.source.splitlines()
         assert not [line for line in lines if line.lstrip().startswith(("!", "%"))], "shell and magics fail quietly"
@@ -244,12 +245,23 @@ def test_it_trains_on_the_uploaded_jsonl(trained):
     assert sources == [("file", str(trained.work / "uploads" / "my chats.jsonl"))]
     assert data["details"]["read"] == UPLOADED_CONVERSATIONS
     assert {name: stage["status"] for name, stage in manifest["stages"].items()} == dict.fromkeys(
-        ("data", "train", "merge", "gguf"), "done"
+        ("data", "train", "merge", "eval", "gguf"), "done"
     )
     recipe = yaml.safe_load((trained.work / "recipe.yaml").read_text())
     assert recipe["train"]["max_steps"] == 2 and "register" not in recipe["stages"]
     train = text_of(next(cell for cell in code_cells(trained.notebook) if tags(cell) == ["train"]))
     assert "step 2/2" in train and "\x1b[" not in train  # a plain log: no live bars, no colour codes
+
+
+@pytest.mark.slow
+def test_it_shows_the_loss_plot_and_the_before_after_table_inline(trained):
+    report = next(cell for cell in code_cells(trained.notebook) if tags(cell) == ["report"])
+    shown = [out.get("data", {}) for out in report.outputs if out.get("output_type") == "display_data"]
+    pictures = [data["image/png"] for data in shown if "image/png" in data]
+    assert pictures and all(len(picture) > 1000 for picture in pictures)  # base64 PNGs, drawn from the run
+    tables = "".join(data.get("text/markdown", "") for data in shown)
+    assert "| held-out loss |" in tables and "| perplexity |" in tables
+    assert "Before and after" in tables and "Training curves" in tables
 
 
 @pytest.mark.slow

@@ -24,7 +24,9 @@ def closed_port_url() -> str:
 
 
 def with_register(host: str) -> str:
-    text = QUICKSTART.replace("stages: [data, train, merge, gguf]", "stages: [data, train, merge, gguf, register]")
+    text = QUICKSTART.replace(
+        "stages: [data, train, merge, eval, gguf]", "stages: [data, train, merge, eval, gguf, register]"
+    )
     return text.replace("  name: quickstart-qwen3-tiny", f"  name: quickstart-qwen3-tiny\n  host: {host}")
 
 
@@ -38,26 +40,29 @@ def check_training(run: Path) -> None:
         assert not any("lora" in key for key in f.keys())
     records = [json.loads(line) for line in (adapter / "trainer_log.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if "loss" in r]
-    assert len(losses) == 20
+    assert len(losses) == 18  # 36 conversations (4 held out) in batches of 4, 2 epochs
     assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4 - 0.03, losses
 
 
 def test_quickstart_then_register_after_ollama_comes_up(workdir, capsys):
-    # 1. The README's quickstart: data -> train -> merge -> gguf, no Ollama needed.
+    # 1. The README's quickstart: data -> train -> merge -> eval -> gguf, no Ollama needed.
     assert main(["run", "quickstart"]) == 0
     out, err = capsys.readouterr()
-    assert "training:     20 logged steps, loss " in out and f"adapter:      {workdir}" in out
+    assert "training:     18 logged steps, loss " in out and f"adapter:      {workdir}" in out
     assert "loss plot:" in out and "training_loss.png" in out
     assert "loading the model weights" in err and "training started" in err  # said before the first step
     assert "weights are loaded in float32" in err
     run = workdir / "llama_factory_data" / "runs" / "quickstart"
-    assert "step 20/20" in err and "merge  done" in err and "gguf   done" in err
+    assert "step 18/18" in err and "merge  done" in err and "eval   done" in err and "gguf   done" in err
     assert "Traceback" not in err  # LLaMA-Factory's raw output went to the log, not the terminal
     check_training(run)
     manifest = json.loads((run / "manifest.json").read_text())
     stages = manifest["stages"]
-    assert [stages[s]["status"] for s in ("data", "train", "merge", "gguf")] == ["done"] * 4
-    assert stages["data"]["details"]["written"] == 40 and stages["train"]["details"]["steps"] == 20
+    assert [stages[s]["status"] for s in ("data", "train", "merge", "eval", "gguf")] == ["done"] * 5
+    assert stages["data"]["details"]["written"] == 40 and stages["train"]["details"]["steps"] == 18
+    evaluated = json.loads((run / "eval" / "results.json").read_text())
+    assert evaluated["conversations"] == 4 and len(evaluated["answers"]) == 4
+    assert evaluated["tuned"]["eval_loss"] < evaluated["base"]["eval_loss"]  # it learned, on chats it never saw
     gguf_file = Path(stages["gguf"]["outputs"]["gguf"])
     reader = GGUFReader(gguf_file)
     template = reader.fields["tokenizer.chat_template"]
@@ -71,7 +76,7 @@ def test_quickstart_then_register_after_ollama_comes_up(workdir, capsys):
     recipe.write_text(with_register(closed_port_url()))
     assert main(["run", str(recipe)]) == 1
     err = capsys.readouterr().err
-    assert err.count("skipped") == 4 and "step 1/" not in err
+    assert err.count("skipped") == 5 and "step 1/" not in err
     assert f"ollama create quickstart-qwen3-tiny -f {run / 'Modelfile'}" in err
     assert (run / "Modelfile").is_file()
 
@@ -80,18 +85,20 @@ def test_quickstart_then_register_after_ollama_comes_up(workdir, capsys):
         recipe.write_text(with_register(ollama.url))
         assert main(["run", str(recipe)]) == 0
         err = capsys.readouterr().err
-        assert err.count("skipped") == 4 and "register done" in err
+        assert err.count("skipped") == 5 and "register done" in err
         assert "quickstart-qwen3-tiny:latest" in ollama.models
+        served = json.loads((run / "eval" / "served.json").read_text())
+        assert served["error"] is None and len(served["answers"]) == 4  # the served model was asked too
         shown = json.loads((run / "manifest.json").read_text())["stages"]["register"]
         assert shown["status"] == "done"
         # A rerun with nothing changed redoes nothing at all.
         assert main(["run", str(recipe)]) == 0
-        assert capsys.readouterr().err.count("skipped") == 5
+        assert capsys.readouterr().err.count("skipped") == 6
         # The model was deleted in Ollama: the register stage is not current any more, and only it runs.
         del ollama.models["quickstart-qwen3-tiny:latest"]
         assert main(["run", str(recipe)]) == 0
         err = capsys.readouterr().err
-        assert "no longer in Ollama" in err and err.count("skipped") == 4 and "register done" in err
+        assert "no longer in Ollama" in err and err.count("skipped") == 5 and "register done" in err
         assert "quickstart-qwen3-tiny:latest" in ollama.models
 
 

@@ -2,10 +2,10 @@
 
 import pytest
 
+from orchestrator.context import open_run
 from orchestrator.errors import UsageError
 from orchestrator.hardware import Hardware
 from orchestrator.recipe import SHIPPED_DIR, load_recipe
-from orchestrator.run import open_run
 from orchestrator.stages import merge, train
 
 HARDWARE = {
@@ -80,9 +80,9 @@ def test_passthrough_keys_win(tmp_path):
 def test_llamafactory_accepts_the_held_out_dataset(lf_parsers, tmp_path):
     get_train_args, _, _ = lf_parsers
     recipe = tmp_path / "r.yaml"
-    recipe.write_text((SHIPPED_DIR / "quickstart.yaml").read_text() + "\n")
-    text = recipe.read_text().replace("data:\n", "data:\n  eval_split: 0.1\n", 1)
-    recipe.write_text(text)
+    quickstart = (SHIPPED_DIR / "quickstart.yaml").read_text()
+    assert "  eval_split: 4 " in quickstart  # the quickstart holds conversations out
+    recipe.write_text(quickstart.replace("  eval_split: 4 ", "  eval_split: 0.1 ", 1))
     _, train_yaml, _ = configs_for(recipe, HARDWARE["cpu"])
     train_yaml["output_dir"] = str(tmp_path / "adapter")
     _, data_args, training_args, _, _ = get_train_args(dict(train_yaml))
@@ -95,6 +95,7 @@ def test_llamafactory_accepts_the_dpo_config(lf_parsers, tmp_path):
     recipe = tmp_path / "r.yaml"
     text = (SHIPPED_DIR / "quickstart.yaml").read_text()
     text = text.replace("data:\n", "data:\n  preferences: true\n", 1).replace("train:\n", "train:\n  stage: dpo\n", 1)
+    text = text.replace("  eval_split: 4 ", "  eval_split: 0 ", 1)  # DPO trains on pairs, not on held-out chats
     recipe.write_text(
         text.replace(
             "- type: file\n      path: data/samples/conversations.jsonl", "- type: open_webui\n      path: x.json"

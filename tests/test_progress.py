@@ -6,8 +6,8 @@ import io
 
 from rich.console import Console
 
+from orchestrator.context import Progress
 from orchestrator.progress import ConsoleReporter
-from orchestrator.run import Progress
 
 
 def reporter(terminal: bool) -> tuple[ConsoleReporter, io.StringIO]:

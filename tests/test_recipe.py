@@ -179,8 +179,8 @@ def test_every_gguf_type_the_converter_writes_is_a_recipe_type(tmp_path):
 
 def test_qlora_on_cpu_is_refused_when_the_recipe_is_resolved(capsys):
     assert main(["run", "qwen3-8b-qlora-cuda", "--dry-run"]) == 0  # a dry run assumes the GPU
+    from orchestrator.context import open_run
     from orchestrator.hardware import Hardware
-    from orchestrator.run import open_run
 
     with pytest.raises(Exception, match="qlora needs a GPU .* this run is on the CPU"):
         open_run("qwen3-8b-qlora-cuda", hardware=Hardware("cpu"))

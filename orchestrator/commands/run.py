@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import sys
+
+# recipe.STAGES, without importing the recipe (pydantic) for --help; tests/test_cli.py holds them equal
+STAGES = ("data", "train", "merge", "eval", "gguf", "register")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run",
-        help="run a recipe: data -> train -> merge -> gguf -> register",
+        help="run a recipe: data -> train -> merge -> eval -> gguf -> register, then its report",
         description="Run a pipeline recipe. Without RECIPE, the offline quickstart runs.",
     )
     p.add_argument(
@@ -16,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--dry-run", action="store_true", help="print the LLaMA-Factory YAML and run nothing")
     p.add_argument("--force", action="store_true", help="rerun every stage, even those already done")
-    stages = ("data", "train", "merge", "gguf", "register")
+    stages = STAGES
     p.add_argument(
         "--until", choices=stages, help="stop after this stage (e.g. --until gguf where no Ollama runs, as on Colab)"
     )
@@ -35,8 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     from orchestrator import pipeline
+    from orchestrator.context import open_run
     from orchestrator.progress import ConsoleReporter
-    from orchestrator.run import open_run
 
     reporter = ConsoleReporter()
     if args.only and (args.start or args.until):
@@ -60,11 +64,18 @@ def handle(args: argparse.Namespace) -> int:
     reporter.info(f"recipe {ctx.recipe_path} -> {ctx.run_dir} on {ctx.hardware.describe()}")
     try:
         result = pipeline.run_pipeline(ctx, force=bool(args.force or args.start or args.only))
-    finally:
+    except BaseException:
         reporter.close()
+        report = ctx.manifest.data.get("run", {}).get("report")  # set only once this run's report is written
+        if report:
+            print(f"run report: {report}", file=sys.stderr)
+        raise
+    reporter.close()
     print(f"run finished: {result.run_dir} (manifest: {result.manifest})")
     for line in summary(ctx):
         print(line)
+    if result.report:
+        print(f"report:       {result.report} (and {result.report.with_suffix('.md').name} beside it)")
     return 0
 
 

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.context import RunContext, StageResult
 from orchestrator.manifest import file_stat
 from orchestrator.manifest import fingerprint as _fingerprint
-from orchestrator.run import RunContext, StageResult
 
 if TYPE_CHECKING:
     from orchestrator.dataset import ExportReport

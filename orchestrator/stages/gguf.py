@@ -7,10 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from orchestrator.context import RunContext, StageResult
 from orchestrator.errors import StageError
 from orchestrator.manifest import file_stat
 from orchestrator.manifest import fingerprint as _fingerprint
-from orchestrator.run import RunContext, StageResult
 from orchestrator.stages.train import ADAPTER_FILE
 
 if TYPE_CHECKING:

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import llamafactory as lf
+from orchestrator.context import RunContext, StageResult
 from orchestrator.errors import StageError
 from orchestrator.manifest import file_stat
 from orchestrator.manifest import fingerprint as _fingerprint
-from orchestrator.run import RunContext, StageResult
 from orchestrator.stages.train import ADAPTER_FILE, write_yaml
 
 NAME = "merge"

@@ -1,16 +1,20 @@
 """The register stage: the GGUF -> a model in Ollama (blob upload, create, then show and a short chat),
-with a Modelfile in the run folder whose TEMPLATE renders the format the model was trained on."""
+with a Modelfile in the run folder whose TEMPLATE renders the format the model was trained on. After an
+evaluation with answers, the registered model answers the same prompts too (eval/served.json)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from orchestrator.context import RunContext, StageResult
 from orchestrator.errors import StageError
-from orchestrator.manifest import file_stat
+from orchestrator.manifest import file_digest, file_stat
 from orchestrator.manifest import fingerprint as _fingerprint
 from orchestrator.recipe import TINY_MODEL
-from orchestrator.run import RunContext, StageResult
+
+if TYPE_CHECKING:
+    from orchestrator.ollama.answers import ServedAnswers
 
 NAME = "register"
 
@@ -27,6 +31,8 @@ def fingerprint(run: RunContext) -> str:
         run.ollama_name,
         recipe.model.resolved_template,
         recipe.model.enable_thinking,
+        # New eval answers are asked of the served model again (eval/served.json goes with them).
+        file_digest(run.run_dir / "eval" / "results.json"),
     )
 
 
@@ -49,7 +55,33 @@ def run(run: RunContext) -> StageResult:
     run.reporter.info(f"registered {result.name} at {result.host}")
     details = {k: v for k, v in result.to_dict().items() if k != "modelfile"}
     details["model_digest"] = registered_digest(spec.host, result.name)
-    return StageResult(inputs={"gguf": str(path)}, outputs={"modelfile": str(result.modelfile)}, details=details)
+    outputs = {"modelfile": str(result.modelfile)}
+    served = _served_answers(run, spec.host, result.name)
+    if served is not None:
+        outputs["served"] = str(served.path)
+        details["served_answers"] = served.answered
+    return StageResult(inputs={"gguf": str(path)}, outputs=outputs, details=details)
+
+
+def _served_answers(run: RunContext, host: str | None, name: str) -> ServedAnswers | None:
+    """What the registered model answers to the eval stage's prompts (eval/served.json), when the eval
+    stage has answers; whatever goes wrong is reported and recorded, the registration stands."""
+    from orchestrator.stages.eval import write_served
+
+    try:
+        served = write_served(run, host, name)
+    except Exception as exc:  # noqa: BLE001 (a registered model is not undone by its evaluation)
+        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        run.reporter.info(f"warning: could not ask {name} the eval prompts: {cause}")
+        return None
+    if served is None:
+        return None
+    total = len(served.answers)
+    if served.error:
+        run.reporter.info(f"warning: {name} answered {served.answered} of {total} eval prompts ({served.error})")
+    else:
+        run.reporter.info(f"{name} answered the {total} eval prompts; in {served.path}")
+    return served
 
 
 def registered_digest(host: str | None, name: str) -> str | None:

@@ -12,11 +12,11 @@ from typing import Any
 import yaml
 
 from orchestrator import llamafactory as lf
+from orchestrator.context import Progress, RunContext, StageResult
 from orchestrator.errors import StageError
 from orchestrator.fsutil import write_text
 from orchestrator.manifest import file_digest
 from orchestrator.manifest import fingerprint as _fingerprint
-from orchestrator.run import Progress, RunContext, StageResult
 
 NAME = "train"
 CPU_WEIGHTS = "the CPU trains fastest in float32: the base model's weights are loaded in float32"

@@ -138,9 +138,9 @@ def test_the_dry_run_warns_of_a_missing_package_and_the_run_refuses(workdir, loc
     err = capsys.readouterr().err
     assert "warning: method: qlora needs the Python package 'bitsandbytes'" in err and ".[train]" in err
     recipe = recipe_text(local_model).replace("hardware: cpu", "hardware: cpu\nmethod: qlora")
+    from orchestrator.context import open_run
     from orchestrator.hardware import Hardware
     from orchestrator.pipeline import run_pipeline
-    from orchestrator.run import open_run
 
     ctx = open_run(write_recipe(workdir, recipe), hardware=Hardware("cuda", ["GPU"], [24.0], bf16=True))
     with pytest.raises(Exception, match="method: qlora needs the Python package 'bitsandbytes'"):
