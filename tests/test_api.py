@@ -107,3 +107,14 @@ def test_run_runs_a_recipe_until_a_stage_and_says_where_its_outputs_are(workdir,
     again = orchestrator.run(recipe, until="train")
     assert again.stages["train"]["started"] == outcome.stages["train"]["started"]  # skipped, not redone
     assert adapter.stat().st_mtime_ns == written
+
+
+def test_run_and_report_stay_functions_whatever_was_imported_before():
+    code = (
+        "import orchestrator.context, orchestrator.run_report, orchestrator.pipeline\n"
+        "from orchestrator import report, run\n"
+        "import orchestrator\n"
+        "print(callable(run), callable(report), callable(orchestrator.run), callable(orchestrator.report))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["True"] * 4
