@@ -28,6 +28,7 @@ class ConsoleReporter:
 
     def stage(self, name: str, status: str, message: str = "") -> None:
         self.close()
+        self._last_step = -1  # each stage, and each launch within one, counts its steps anew
         style = {"done": "green", "failed": "red", "skipped": "dim"}.get(status, "bold")
         self.console.print(f"[{style}]{name:<6} {status}[/{style}] {message}".rstrip())
 
@@ -56,6 +57,7 @@ class ConsoleReporter:
 
     def info(self, message: str) -> None:
         self.close()
+        self._last_step = -1
         self.console.print(f"  {message}", markup=False)
 
     # -- Ollama registration events (orchestrator.ollama.register.RegisterProgress) ---------------------

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator import llamafactory as lf
 from orchestrator.cleaning.split import EVAL_SUFFIX
-from orchestrator.context import RunContext, StageResult
+from orchestrator.context import Progress, RunContext, StageResult
 from orchestrator.dataset_info import INFO_FILE, dataset_entry
 from orchestrator.errors import StageError
 from orchestrator.fsutil import write_json, write_text
@@ -138,6 +138,7 @@ def evaluate(
     env: dict[str, str] | None = None,
     float32_weights: bool = False,
     on_phase: Callable[[str], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
 ) -> EvalResult:
     """Score the base and the tuned model on the held-out conversations of ``eval_file`` and write
     ``run_dir/eval/results.json``.
@@ -158,7 +159,7 @@ def evaluate(
     if picked:
         write_samples(picked, configs["base"]["predict"])
     data_key = [file_digest(eval_file), [s.record for s in picked]]
-    launcher = _Launcher(eval_dir, Path(run_dir) / "logs", env or {}, float32_weights, on_phase)
+    launcher = _Launcher(eval_dir, Path(run_dir) / "logs", env or {}, float32_weights, on_phase, on_progress)
     scores, answers = {}, {}
     for side in SIDES:
         key = _fingerprint(identities[side], configs[side], data_key) if identities else None
@@ -243,6 +244,7 @@ class _Launcher:
     env: dict[str, str]
     float32_weights: bool
     on_phase: Callable[[str], None] | None
+    on_progress: Callable[[Progress], None] | None = None  # LLaMA-Factory's eval steps, every fifth
 
     def say(self, message: str) -> None:
         if self.on_phase:
@@ -255,7 +257,14 @@ class _Launcher:
         config_path = write_yaml(self.eval_dir / f"{name}.yaml", config)
         log_path = self.logs_dir / f"eval-{name}.log"
         lf.run_cli(
-            "train", config_path, log_path, env=self.env, float32_weights=self.float32_weights, on_phase=self.on_phase
+            "train",
+            config_path,
+            log_path,
+            env=self.env,
+            trainer_log=out / "trainer_log.jsonl",  # eval-only launches log every fifth batch there
+            on_progress=self.on_progress,
+            float32_weights=self.float32_weights,
+            on_phase=self.on_phase,
         )
         return out, log_path
 
@@ -417,6 +426,7 @@ def _evaluate(run: RunContext) -> EvalResult:
             env=lf.subprocess_env(run.model_path, run.hardware, run.cache_dir),
             float32_weights=float32,
             on_phase=run.reporter.info,
+            on_progress=run.reporter.progress,
         )
     finally:
         shutil.rmtree(run.cache_dir / "datasets", ignore_errors=True)  # tokenized private chats

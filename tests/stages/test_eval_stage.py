@@ -51,7 +51,7 @@ def evaluated(tiny_model, tmp_path_factory) -> Evaluated:
     """One real data -> train -> merge -> eval run on the tiny model."""
     tmp = tmp_path_factory.mktemp("eval-run")
     recipe = tmp / "r.yaml"
-    recipe.write_text(recipe_text(tmp, tiny_model))
+    recipe.write_text(recipe_text(tmp, tiny_model, eval_split=10))  # 5 eval batches: LF logs every fifth
     shown = io.StringIO()
     with contextlib.redirect_stdout(shown), contextlib.redirect_stderr(shown):
         code = main(["run", str(recipe)])
@@ -63,7 +63,7 @@ def evaluated(tiny_model, tmp_path_factory) -> Evaluated:
 def test_the_base_and_the_tuned_model_are_scored_on_the_held_out_chats(evaluated):
     tmp, run = evaluated.tmp, evaluated.run
     results = json.loads((run / "eval" / "results.json").read_text())
-    assert results["skipped"] is None and results["dataset"] == "t_eval" and results["conversations"] == 3
+    assert results["skipped"] is None and results["dataset"] == "t_eval" and results["conversations"] == 10
     for side, model in (("base", None), ("tuned", str(run / "merged"))):
         score = results[side]
         assert math.isfinite(score["eval_loss"]) and score["perplexity"] == pytest.approx(math.exp(score["eval_loss"]))
@@ -72,7 +72,7 @@ def test_the_base_and_the_tuned_model_are_scored_on_the_held_out_chats(evaluated
     assert results["base"]["eval_loss"] != results["tuned"]["eval_loss"]  # two models, really
     held_out = [json.loads(line) for line in (tmp / "data" / "t_eval.jsonl").read_text().splitlines()]
     answers = results["answers"]
-    assert len(answers) == 2  # eval.samples, fewer than the 3 held out
+    assert len(answers) == 2  # eval.samples, fewer than the 10 held out
     for answer, record in zip(answers, held_out, strict=False):
         assert answer["reference"] == record["conversations"][-1]["value"] != ""
         assert answer["messages"][-1] == {"role": "user", "content": record["conversations"][-2]["value"]}
@@ -99,11 +99,18 @@ def test_a_rerun_with_nothing_changed_skips_the_stage(evaluated, capsys):
 
 
 @pytest.mark.slow
+def test_the_evaluation_shows_its_steps_as_training_does(evaluated):
+    # In a log each step LLaMA-Factory reports is one line (every fifth batch of an eval-only launch).
+    shown = evaluated.shown.split("evaluating the base model", 1)[1]
+    assert "  step 5/5  loss -  elapsed " in shown and " eta " in shown
+
+
+@pytest.mark.slow
 def test_no_message_text_reaches_the_console_or_the_manifest(evaluated):
     results = json.loads((evaluated.run / "eval" / "results.json").read_text())
     texts = [results["answers"][0]["reference"][:40], results["answers"][0]["messages"][-1]["content"][:40]]
     manifest = (evaluated.run / "manifest.json").read_text()
-    assert "held-out loss on 3 conversations: base " in evaluated.shown
+    assert "held-out loss on 10 conversations: base " in evaluated.shown
     assert not any(text in evaluated.shown or text in manifest for text in texts)
 
 
