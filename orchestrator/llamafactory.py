@@ -314,7 +314,8 @@ def _report(trainer_log: Path | None, seen: int, on_progress: Callable[[Progress
         return seen
     records = read_trainer_log(trainer_log)
     for rec in records[seen:]:
-        if "current_steps" in rec:
+        # an eval-only launch ends with a record of its metrics at step 0: no step to show
+        if isinstance(rec.get("current_steps"), int) and rec["current_steps"] > 0:
             on_progress(
                 Progress(
                     rec["current_steps"],

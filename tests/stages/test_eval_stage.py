@@ -103,6 +103,7 @@ def test_the_evaluation_shows_its_steps_as_training_does(evaluated):
     # In a log each step LLaMA-Factory reports is one line (every fifth batch of an eval-only launch).
     shown = evaluated.shown.split("evaluating the base model", 1)[1]
     assert "  step 5/5  loss -  elapsed " in shown and " eta " in shown
+    assert "step 0/" not in shown  # the record of the metrics that ends a launch is no step
 
 
 @pytest.mark.slow
