@@ -24,6 +24,7 @@ from orchestrator.context import RunContext
 from orchestrator.errors import OrchestratorError, StageError
 from orchestrator.fsutil import file_lock, write_text
 from orchestrator.stages import BY_NAME, PIPELINE, merge, train
+from orchestrator.stages import eval as evaluation
 
 log = logging.getLogger(__name__)
 LOCK_FILE = ".lock"
@@ -37,12 +38,17 @@ class RunResult:
 
 
 def dry_run(ctx: RunContext) -> dict[str, str]:
-    """The LLaMA-Factory YAML the run would write, by file name; nothing is written or run."""
+    """The LLaMA-Factory YAML the run would write, by file name (relative to the run folder); nothing is
+    written or run."""
     out = {}
     if "train" in ctx.recipe.stages:
         out["train.yaml"] = yaml.safe_dump(train.config(ctx), sort_keys=False, allow_unicode=True)
     if "merge" in ctx.recipe.stages:
         out["export.yaml"] = yaml.safe_dump(merge.config(ctx), sort_keys=False, allow_unicode=True)
+    if "eval" in ctx.recipe.stages and ctx.recipe.data.eval_split:
+        for side, kinds in evaluation.configs(ctx).items():  # the eval stage's four launches
+            for kind, config in kinds.items():
+                out[f"eval/{side}-{kind}.yaml"] = yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
     return out
 
 

@@ -41,6 +41,12 @@ def test_dry_run_prints_the_llamafactory_yaml_and_writes_nothing(workdir, capsys
     assert train["template"] == "qwen3" and train["enable_thinking"] is True and train["dataset"] == "quickstart"
     assert train["finetuning_type"] == "lora" and train["output_dir"].endswith("runs/quickstart/adapter")
     assert export["adapter_name_or_path"] == train["output_dir"] and export["export_dir"].endswith("merged")
+    evals = {
+        name.split("/eval/")[1]: yaml.safe_load(text) for name, text in (c.split("\n", 1) for c in out.split("# ")[3:])
+    }
+    assert sorted(evals) == ["base-loss.yaml", "base-predict.yaml", "tuned-loss.yaml", "tuned-predict.yaml"]
+    assert evals["tuned-loss.yaml"]["model_name_or_path"] == export["export_dir"] and evals["base-loss.yaml"]["do_eval"]
+    assert evals["base-predict.yaml"]["do_predict"] and evals["base-predict.yaml"]["do_sample"] is False
     assert not (workdir / "llama_factory_data").exists() and not (workdir / "data" / "dataset_info.json").exists()
 
 
