@@ -28,6 +28,11 @@ class RunOutcome:
     def report(self) -> Path:
         return self.run_dir / "report.html"
 
+    @classmethod
+    def of(cls, ctx: RunContext, run_dir: Path, manifest: Path) -> RunOutcome:
+        """What ``run_pipeline`` left for this run context: its manifest's stage records."""
+        return cls(run_dir, manifest, dict(ctx.manifest.data.get("stages", {})), ctx)
+
 
 def run(
     recipe: str | Path | None = None,
@@ -46,4 +51,4 @@ def run(
 
     ctx = open_run(recipe, reporter, until=until, start=start, only=only)
     result = run_pipeline(ctx, force=bool(force or start or only))
-    return RunOutcome(result.run_dir, result.manifest, dict(ctx.manifest.data.get("stages", {})), ctx)
+    return RunOutcome.of(ctx, result.run_dir, result.manifest)

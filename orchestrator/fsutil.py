@@ -145,6 +145,15 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
     return write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
+def read_json(path: str | os.PathLike) -> Any:
+    """A JSON file's value, or None when it is missing, unreadable or not JSON (what a run folder holds
+    is read back this way: a file a killed run left half-written counts as absent)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 class LockedError(OrchestratorError):
     """Another live process holds the lock."""
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from orchestrator.context import Progress
 from orchestrator.errors import StageError, UsageError
+from orchestrator.fsutil import read_json
 from orchestrator.hardware import Hardware
 from orchestrator.procs import run_logged
 from orchestrator.recipe import Recipe
@@ -345,18 +346,11 @@ def error_lines(log_path: Path, limit: int = 3) -> list[str]:
 SIMILARITY_METRICS = ("rouge-1", "rouge-2", "rouge-l", "bleu-4")
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def read_eval_loss(output_dir: Path, log_path: Path) -> float:
     """``eval_loss`` of a ``do_eval`` run: ``save_metrics("eval")`` writes eval_results.json and merges it
     into all_results.json. It may be NaN or infinite; a run that wrote none is a StageError."""
     for name in ("eval_results.json", "all_results.json"):
-        data = _read_json(output_dir / name)
+        data = read_json(output_dir / name)
         value = data.get("eval_loss") if isinstance(data, dict) else None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -374,7 +368,7 @@ def read_predictions(output_dir: Path, count: int, log_path: Path) -> tuple[list
         raise StageError(f"cannot read LLaMA-Factory's answers in {path} ({exc}); see {log_path}") from None
     if len(rows) != count or not all(isinstance(r, dict) and isinstance(r.get("predict"), str) for r in rows):
         raise StageError(f"{path} holds {len(rows)} answers for {count} prompts; see {log_path}")
-    scores = _read_json(output_dir / "predict_results.json")
+    scores = read_json(output_dir / "predict_results.json")
     scores = scores if isinstance(scores, dict) else {}
     metrics = {m: float(scores[f"predict_{m}"]) for m in SIMILARITY_METRICS if f"predict_{m}" in scores}
     return [r["predict"] for r in rows], metrics

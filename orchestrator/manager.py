@@ -36,7 +36,6 @@ class FineTuningManager:
         from orchestrator.memory import DEFAULT_DB
 
         self.db = Path(DEFAULT_DB if db is None else db)
-        self.host = host
         self.context: RunContext = open_run(recipe, reporter)
         if host is not None:
             self._set("ollama", host=host)
@@ -106,7 +105,7 @@ class FineTuningManager:
         ctx = self.context
         ctx.recipe.stages = [name]
         result = run_pipeline(ctx, force=force)
-        return RunOutcome(result.run_dir, result.manifest, dict(ctx.manifest.data.get("stages", {})), ctx)
+        return RunOutcome.of(ctx, result.run_dir, result.manifest)
 
     def _set(self, section: str, **values: Any) -> None:
         """Change keys of a recipe section, checked as the recipe file's would be."""

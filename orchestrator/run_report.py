@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import UsageError
-from orchestrator.fsutil import write_json, write_text
+from orchestrator.fsutil import read_json, write_json, write_text
 from orchestrator.report_doc import HTML_NAME, Block, Code, Image, Section, Table, display, render_html, render_markdown
 from orchestrator.text import human_size
 
@@ -285,7 +285,7 @@ def _recipe_section(run: _Run) -> Section:
 def _data_section(run: _Run) -> Section:
     entry = run.stage("data")
     path = (entry.get("outputs") or {}).get("report")
-    report = _read_json(Path(path)) if path else None
+    report = read_json(Path(path)) if path else None
     if not isinstance(report, dict):
         report = entry.get("details") if entry.get("status") == "done" else None  # the same dict, as recorded
     if not isinstance(report, dict) or "read" not in report:
@@ -447,7 +447,7 @@ def _results(run: _Run) -> tuple[dict[str, Any] | None, str]:
     status = run.stage("eval").get("status")
     if status in ("failed", "running") and "eval" in run.this_run:  # what is there is an earlier run's
         return None, f"no evaluation: the eval stage {'failed' if status == 'failed' else 'did not finish'}"
-    data = _read_json(path)
+    data = read_json(path)
     if isinstance(data, dict) and data.get("skipped"):
         return None, f"no evaluation: {_first_line(str(data['skipped']))}"
     if isinstance(data, dict):
@@ -492,7 +492,7 @@ def _answers_section(run: _Run, results: dict[str, Any] | None, why: str) -> Sec
     answers = [a for a in results.get("answers") or [] if isinstance(a, dict)]
     if not answers:
         return Section(ANSWERS, ["no answers: eval/results.json holds none (recipe eval.samples)"])
-    served_file = _read_json(run.dir / "eval" / "served.json")
+    served_file = read_json(run.dir / "eval" / "served.json")
     served = served_file if isinstance(served_file, dict) else {}
     served_answers = served.get("answers") if isinstance(served.get("answers"), list) else []
     if not served:
@@ -542,7 +542,7 @@ def _digests(run: _Run, paths: list[Path]) -> dict[Path, str]:
     """sha256 of each file: as the register stage recorded it (file unchanged since), else from the
     digest cache (same size and mtime), else streamed from disk, then cached."""
     cache_path = run.dir / DIGEST_CACHE
-    cache = _read_json(cache_path)
+    cache = read_json(cache_path)
     cache = cache if isinstance(cache, dict) else {}
     registered = _registered_digests(run)
     out, changed = {}, False
@@ -617,13 +617,6 @@ def _safe_host(host: Any) -> str:
 
 
 # -- small helpers -------------------------------------------------------------------------------------
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def _finite(value: Any) -> bool:

@@ -30,7 +30,7 @@ from orchestrator.cleaning.split import EVAL_SUFFIX
 from orchestrator.context import Progress, RunContext, StageResult
 from orchestrator.dataset_info import INFO_FILE, dataset_entry
 from orchestrator.errors import StageError
-from orchestrator.fsutil import write_json, write_text
+from orchestrator.fsutil import read_json, write_json, write_text
 from orchestrator.manifest import file_digest, file_stat
 from orchestrator.manifest import fingerprint as _fingerprint
 from orchestrator.stages.train import ADAPTER_FILE, write_yaml
@@ -296,7 +296,7 @@ class _Launcher:
 
 
 def _cached(path: Path, key: str | None) -> tuple[ModelScore, list[str]] | None:
-    saved = _read_json(path)
+    saved = read_json(path)
     if not key or not isinstance(saved, dict) or saved.get("key") != key:
         return None
     try:
@@ -312,13 +312,6 @@ def perplexity(loss: float | None) -> float | None:
     try:
         return math.exp(loss)
     except OverflowError:
-        return None
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
         return None
 
 
@@ -443,7 +436,7 @@ def write_served(run: RunContext, host: str | None, model: str) -> ServedAnswers
     from orchestrator.ollama.templates import thinks
 
     path = run.run_dir / "eval" / RESULTS_FILE
-    results = _read_json(path)
+    results = read_json(path)
     answers = results.get("answers") if isinstance(results, dict) else None
     if not isinstance(answers, list) or not answers:
         return None
