@@ -73,6 +73,7 @@ class RunContext:
     hardware: Hardware
     reporter: Reporter
     manifest: Manifest
+    model_snapshot: Path | None = None  # a hub base model's folder in the Hugging Face cache, once downloaded
 
     @property
     def run_dir(self) -> Path:
@@ -133,12 +134,27 @@ class RunContext:
         return file_digest(Path(self.model_path) / "config.json")
 
     def ensure_model(self) -> None:
-        """Build the tiny model when the recipe uses it (a no-op when it is already built)."""
+        """Build the tiny model when the recipe uses it (a no-op when it is already built); download a hub
+        base model into the Hugging Face cache, with its progress, when any of its files is missing."""
         if self.recipe.model.name_or_path == TINY_MODEL:
             from orchestrator.tiny import build_tiny_qwen3
 
             self.reporter.info(f"using the tiny random-weight Qwen3 in {self.model_path} (built if missing)")
             build_tiny_qwen3(self.model_path)
+            return
+        from orchestrator import hub
+
+        if self.model_snapshot is None and hub.is_hub_id(self.model_path):
+            self.model_snapshot = hub.ensure(
+                self.model_path, on_transfer=self.reporter.transfer, on_info=self.reporter.info
+            )
+
+    def lf_env(self) -> dict[str, str]:
+        """LLaMA-Factory's environment for this run (offline once the base model is here)."""
+        from orchestrator import llamafactory as lf
+
+        local = self.model_snapshot is not None
+        return lf.subprocess_env(self.model_path, self.hardware, self.cache_dir, offline=local)
 
 
 def open_run(

@@ -191,12 +191,13 @@ def cli_argv(command: str, config_path: Path, *, float32_weights: bool = False) 
     return [cli, command, str(config_path)]
 
 
-def subprocess_env(model_path: str, hw: Hardware, cache_dir: Path) -> dict[str, str]:
+def subprocess_env(model_path: str, hw: Hardware, cache_dir: Path, *, offline: bool = False) -> dict[str, str]:
     """LLaMA-Factory's environment. The datasets library caches the tokenized conversations (people's
-    private chats) as Arrow files: ``cache_dir`` keeps them inside the run folder, not in ~/.cache."""
+    private chats) as Arrow files: ``cache_dir`` keeps them inside the run folder, not in ~/.cache.
+    ``offline``: a hub model already in the Hugging Face cache, which LLaMA-Factory then loads from there."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
     env["HF_DATASETS_CACHE"] = str(cache_dir / "datasets")
-    if Path(model_path).is_dir():
+    if offline or Path(model_path).is_dir():
         env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")  # a local model needs no hub round trips
     if hw.backend == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""  # hardware: cpu on a GPU machine really means the CPU

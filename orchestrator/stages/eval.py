@@ -416,7 +416,7 @@ def _evaluate(run: RunContext) -> EvalResult:
             run.run_dir,
             samples=run.recipe.eval.samples,
             identities={"base": run.model_identity(), "tuned": _tuned_weights(run)},
-            env=lf.subprocess_env(run.model_path, run.hardware, run.cache_dir),
+            env=run.lf_env(),
             float32_weights=float32,
             on_phase=run.reporter.info,
             on_progress=run.reporter.progress,

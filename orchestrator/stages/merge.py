@@ -69,7 +69,7 @@ def fingerprint(run: RunContext) -> str:
 def run(run: RunContext) -> StageResult:
     run.ensure_model()
     run.reporter.info(f"merging the adapter onto {run.model_path}")
-    env = lf.subprocess_env(run.model_path, run.hardware, run.cache_dir)
+    env = run.lf_env()
     result = merge(config(run), run.run_dir, env=env, on_phase=run.reporter.info)
     return StageResult(
         inputs={"export_config": str(result.config_path), "adapter": str(run.adapter_dir)},

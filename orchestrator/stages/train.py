@@ -159,7 +159,7 @@ def run(run: RunContext) -> StageResult:
     float32 = run.hardware.backend == "cpu"
     if float32:
         run.reporter.info(CPU_WEIGHTS)
-    env = lf.subprocess_env(run.model_path, run.hardware, run.cache_dir)
+    env = run.lf_env()
     try:
         result = train(
             config(run),
