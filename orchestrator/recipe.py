@@ -153,6 +153,26 @@ class TrainSpec(Section):
     save_steps: int = Field(500, gt=0)
     seed: int = 42
     max_samples: int | None = Field(None, gt=0, description="Use at most this many examples")
+    gradient_checkpointing: bool = Field(
+        True, description="Recompute activations in the backward pass: much less memory, about a third slower"
+    )
+    packing: bool = Field(False, description="Pack several short conversations into one cutoff_len sequence")
+    auto_fit: bool = Field(
+        False,
+        description="Pick per_device_train_batch_size and gradient_accumulation_steps that keep the "
+        "effective batch and fit the GPU's memory (orchestrator plan shows the estimate)",
+    )
+    gpus: int = Field(1, ge=1, description="GPUs one training uses on each node (torchrun when more than 1)")
+    nodes: int = Field(1, ge=1, description="Machines one training spans; start the same recipe on each")
+    node_rank: int = Field(0, ge=0, description="This machine's place among the nodes (0 is the master)")
+    master_addr: str | None = Field(None, description="Address of node 0, which the other nodes reach")
+    master_port: int = Field(29500, gt=0, lt=65536, description="Port of node 0 for torch.distributed")
+    deepspeed: Literal["z2", "z3", "z3_offload"] | None = Field(
+        None, description="DeepSpeed ZeRO stage 2, 3, or 3 with optimizer and weights offloaded to CPU memory"
+    )
+    ray_workers: int | None = Field(
+        None, gt=0, description="Train through LLaMA-Factory's Ray path (USE_RAY=1) on this many workers"
+    )
 
 
 class EvalSpec(Section):
