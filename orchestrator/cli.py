@@ -13,7 +13,7 @@ import sys
 from orchestrator import __version__
 from orchestrator.errors import OrchestratorError
 
-COMMANDS = ("chat", "sessions", "data", "run", "report", "model", "gguf", "ollama")
+COMMANDS = ("chat", "sessions", "data", "run", "plan", "batch", "report", "model", "gguf", "ollama")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -149,12 +149,15 @@ class RunContext:
                 self.model_path, on_transfer=self.reporter.transfer, on_info=self.reporter.info
             )
 
-    def lf_env(self) -> dict[str, str]:
-        """LLaMA-Factory's environment for this run (offline once the base model is here)."""
+    def lf_env(self, *, train: bool = False) -> dict[str, str]:
+        """LLaMA-Factory's environment for this run (offline once the base model is here); for ``train``,
+        with the launch of train.gpus/nodes/deepspeed/ray_workers, else on one GPU (distributed.py)."""
+        from orchestrator import distributed
         from orchestrator import llamafactory as lf
 
         local = self.model_snapshot is not None
-        return lf.subprocess_env(self.model_path, self.hardware, self.cache_dir, offline=local)
+        env = lf.subprocess_env(self.model_path, self.hardware, self.cache_dir, offline=local)
+        return {**env, **distributed.launch_env(self.recipe, self.hardware, env, train=train)}
 
 
 def open_run(
@@ -176,8 +179,12 @@ def open_run(
     recipe.stages = select_stages(recipe.stages, path, until=until, start=start, only=only)
     hw = hardware or hw_module.resolve(recipe.hardware, assume=assume_hardware)
     check_fit(recipe, hw, path)
+    reporter = reporter or LogReporter()
+    from orchestrator.fit import check_run
+
+    check_run(recipe, hw, reporter.info, path)  # the memory estimate and auto_fit, before any download
     manifest = Manifest(recipe.run_dir.resolve() / "manifest.json")
-    return RunContext(recipe, path, hw, reporter or LogReporter(), manifest)
+    return RunContext(recipe, path, hw, reporter, manifest)
 
 
 def select_stages(

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from orchestrator import distributed, speed
 from orchestrator.context import Progress
 from orchestrator.errors import StageError, UsageError
 from orchestrator.fsutil import read_json
@@ -25,11 +26,15 @@ from orchestrator.procs import run_logged
 from orchestrator.recipe import Recipe
 
 log = logging.getLogger(__name__)
-ERROR_LINE = re.compile(r"^\s*([\w.]+(Error|Exception|Interrupt)|RuntimeError|OSError|Killed)\b.*")
+# torchrun's workers prefix their lines with [rankN]:; its own ChildFailedError only says a worker failed
+ERROR_LINE = re.compile(r"^\s*(\[rank\d+\]:\s*)?(([\w.]+(Error|Exception|Interrupt)|RuntimeError|OSError|Killed)\b.*)")
+LAUNCHER_ERRORS = ("ChildFailedError", "CalledProcessError")
 
 
 def train_config(recipe: Recipe, hw: Hardware, *, model_path: str, dataset_dir: Path, output_dir: Path) -> dict:
-    """The ``llamafactory-cli train`` config for a recipe on the given hardware."""
+    """The ``llamafactory-cli train`` config for a recipe on the given hardware, with its speed keys and its
+    launch keys (a DeepSpeed recipe's JSON is ``deepspeed.json`` beside ``output_dir``). UsageError when
+    the recipe asks more than the hardware has."""
     t = recipe.train
     config: dict[str, Any] = {
         "model_name_or_path": model_path,
@@ -81,6 +86,9 @@ def train_config(recipe: Recipe, hw: Hardware, *, model_path: str, dataset_dir: 
             eval_steps=t.save_steps,
         )
     config.update(_hardware_keys(recipe, hw))
+    distributed.check(recipe, hw)
+    config.update(speed.keys(speed.train_choices(recipe, hw)))
+    config.update(distributed.train_keys(recipe, output_dir.parent / distributed.DEEPSPEED_FILE))
     config.update(recipe.llamafactory)
     return config
 
@@ -89,8 +97,7 @@ def _hardware_keys(recipe: Recipe, hw: Hardware) -> dict[str, Any]:
     keys: dict[str, Any] = {}
     if hw.precision != "fp32":
         keys[hw.precision] = True
-    if hw.backend == "rocm":
-        keys["flash_attn"] = "sdpa"  # flash-attn wheels for ROCm are opt-in; SDPA always works
+    keys.update(speed.keys(speed.model_choices(hw)))  # attention and fused kernels, as in training
     if recipe.method == "qlora":
         if hw.backend == "cpu":
             raise UsageError("method: qlora needs a GPU (bitsandbytes 4-bit); use method: lora on the CPU")
@@ -338,7 +345,8 @@ def error_lines(log_path: Path, limit: int = 3) -> list[str]:
     except OSError:
         return ["(no log was written)"]
     lines = [ln.rstrip() for ln in lines if ln.strip() and "%|" not in ln]
-    errors = [ln.strip() for ln in lines if ERROR_LINE.match(ln)]
+    errors = list(dict.fromkeys(m[2].strip() for m in map(ERROR_LINE.match, lines) if m))  # once for all ranks
+    errors = [e for e in errors if e.split(":")[0].rsplit(".")[-1] not in LAUNCHER_ERRORS] or errors
     picked = errors[-limit:] if errors else [ln.strip() for ln in lines[-limit:]]
     return picked or ["(the log is empty)"]
 

@@ -23,6 +23,7 @@ class ConsoleReporter:
         self._quarter = -1
         self._bar: Any = None
         self._task: Any = None
+        self._batch_seen: dict[str, tuple] = {}
 
     # -- the Reporter protocol -------------------------------------------------------------------------
 
@@ -67,6 +68,37 @@ class ConsoleReporter:
             self.transfer(event.message or event.phase, event.completed, event.total)
         elif event.message:
             self.info(f"[{event.phase}] {event.message}")
+
+    # -- a batch of runs (orchestrator.batch.live_row) -------------------------------------------------
+
+    def batch(self, rows: list[dict[str, Any]]) -> None:
+        """Which run is where (GPU, CPU or Ray node), its status, and while it trains its step and loss: one
+        live table on a terminal; in a log, one line each time a run's status, stage or step changes."""
+        if self.console.is_terminal:
+            self._live_table(rows)
+            return
+        for row in rows:
+            key = (row["status"], row["where"], row["stage"], row["step"])
+            if self._batch_seen.get(row["run"]) != key:
+                self._batch_seen[row["run"]] = key
+                cells = [row["run"], row["where"] or "-", row["status"], row["stage"], _step(row)]
+                self.console.print("  " + "  ".join(c for c in cells if c), markup=False)
+
+    def _live_table(self, rows: list[dict[str, Any]]) -> None:
+        from rich.live import Live
+        from rich.table import Table
+
+        table = Table("run", "on", "status", "stage", "step", "loss", box=None, pad_edge=False)
+        for row in rows:
+            loss = f"{row['loss']:.4f}" if isinstance(row["loss"], (int, float)) else ""
+            step = f"{row['step']}/{row['total'] or '?'}" if row["step"] is not None else ""
+            table.add_row(row["run"], row["where"] or "-", row["status"], row["stage"], step, loss)
+        if self._transfer != ("batch", 0):
+            self.close()
+            self._transfer = ("batch", 0)
+            self._bar = Live(table, console=self.console, refresh_per_second=4, transient=False)
+            self._bar.start()
+        self._bar.update(table)
 
     def close(self) -> None:
         """End a live bar (the next line starts clean)."""
@@ -115,3 +147,10 @@ class ConsoleReporter:
         self._bar.update(self._task, completed=done)
         if done >= total:
             self.close()
+
+
+def _step(row: dict[str, Any]) -> str:
+    if row["step"] is None:
+        return ""
+    loss = f"  loss {row['loss']:.4f}" if isinstance(row["loss"], (int, float)) else ""
+    return f"step {row['step']}/{row['total'] or '?'}{loss}"

@@ -174,6 +174,21 @@ class TrainSpec(Section):
         None, gt=0, description="Train through LLaMA-Factory's Ray path (USE_RAY=1) on this many workers"
     )
 
+    @model_validator(mode="after")
+    def _check_launch(self) -> TrainSpec:
+        """The combinations of the launch keys that cannot work (the hardware is checked in distributed.py)."""
+        if self.nodes > 1 and not self.master_addr:
+            raise ValueError(f"nodes: {self.nodes} needs master_addr, the address of node 0 that the other nodes reach")
+        if self.node_rank >= self.nodes:
+            raise ValueError(
+                f"node_rank: {self.node_rank} must be below nodes ({self.nodes}): nodes are numbered from 0"
+            )
+        if self.ray_workers and (self.gpus > 1 or self.nodes > 1):
+            raise ValueError("ray_workers: Ray places its workers itself; drop gpus and nodes (or ray_workers)")
+        if self.packing and self.stage == "dpo":
+            raise ValueError("packing: LLaMA-Factory packs SFT examples, not preference pairs (stage: dpo); drop one")
+        return self
+
 
 class EvalSpec(Section):
     samples: int = Field(

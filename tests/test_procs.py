@@ -25,19 +25,34 @@ SPAWNER = textwrap.dedent(
 )
 
 
+# Like torchrun: the workers in a session of their own (out of the guard's process group), and the launcher
+# deaf to SIGTERM, so that only SIGKILL after the grace period ends it.
+SESSION_SPAWNER = textwrap.dedent(
+    """
+    import signal, subprocess, sys, time
+    marker = sys.argv[1]
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", marker], start_new_session=True)
+    print("started", flush=True)
+    time.sleep(120)
+    """
+)
+
+
 def alive_with(marker: str) -> list[int]:
     out = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
     return [int(pid) for pid in out if int(pid) != os.getpid()]
 
 
-def start_orchestrator_like(tmp_path: Path, marker: str) -> tuple[subprocess.Popen, Path]:
+def start_orchestrator_like(tmp_path: Path, marker: str, spawner: str = SPAWNER) -> tuple[subprocess.Popen, Path]:
     """A Python process that runs the spawner through procs.run_logged, as a stage does."""
     log = tmp_path / "child.log"
     script = tmp_path / "spawner.py"
-    script.write_text(SPAWNER)
+    script.write_text(spawner)
     code = (
         "import sys; from pathlib import Path; from orchestrator import procs; "
-        f"procs.run_logged([sys.executable, {str(script)!r}, {marker!r}], Path({str(log)!r}), poll_seconds=0.1)"
+        f"procs.run_logged([sys.executable, {str(script)!r}, {marker!r}], Path({str(log)!r}), poll_seconds=0.1, "
+        "grace_s=1.0)"
     )
     parent = subprocess.Popen([sys.executable, "-c", code])
     assert wait_for(lambda: log.is_file() and "started" in log.read_text()), "the program did not start"
@@ -48,6 +63,14 @@ def start_orchestrator_like(tmp_path: Path, marker: str) -> tuple[subprocess.Pop
 def test_kill_9_of_the_orchestrator_ends_the_program_and_its_children(tmp_path):
     marker = f"marker-{os.getpid()}-kill9"
     parent, _ = start_orchestrator_like(tmp_path, marker)
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    assert wait_for(lambda: not alive_with(marker), timeout=15), f"left running: {alive_with(marker)}"
+
+
+def test_kill_9_also_ends_workers_in_a_session_of_their_own_under_a_launcher_deaf_to_sigterm(tmp_path):
+    marker = f"marker-{os.getpid()}-session"
+    parent, _ = start_orchestrator_like(tmp_path, marker, SESSION_SPAWNER)
     os.kill(parent.pid, signal.SIGKILL)
     parent.wait()
     assert wait_for(lambda: not alive_with(marker), timeout=15), f"left running: {alive_with(marker)}"

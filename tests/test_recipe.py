@@ -7,6 +7,7 @@ from orchestrator.errors import RecipeError
 from orchestrator.recipe import SHIPPED_DIR, load_recipe, resolve_recipe_path
 
 SHIPPED = sorted(SHIPPED_DIR.glob("*.yaml"))
+BATCHES = sorted((SHIPPED_DIR / "batches").glob("*.yaml"))
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -224,5 +225,6 @@ def test_the_wheel_ships_the_recipes_and_samples(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     share = [n.split(".data/data/", 1)[1] for n in names if ".data/data/" in n]
     expected = {f"share/ollama-qwen3-orchestrator/recipes/{p.name}" for p in SHIPPED}
+    expected |= {f"share/ollama-qwen3-orchestrator/recipes/batches/{p.name}" for p in BATCHES}
     expected.add("share/ollama-qwen3-orchestrator/data/samples/conversations.jsonl")
     assert set(share) == expected

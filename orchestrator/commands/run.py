@@ -34,6 +34,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--only", choices=stages, metavar="STAGE", help="redo this one stage, even if done (e.g. --only register)"
     )
+    p.add_argument(
+        "--node-rank",
+        type=int,
+        metavar="N",
+        help="this machine's place in a multi-node training (train.nodes): overrides train.node_rank",
+    )
     p.set_defaults(handler=handle)
 
 
@@ -50,10 +56,14 @@ def handle(args: argparse.Namespace) -> int:
     ctx = open_run(
         args.recipe, reporter, until=args.until, start=args.start, only=args.only, assume_hardware=args.dry_run
     )
+    if args.node_rank is not None:
+        set_node_rank(ctx.recipe, args.node_rank)
     if args.dry_run:
         for name, text in pipeline.dry_run(ctx).items():
             print(f"# {ctx.run_dir / name}")
             print(text)
+        if "train" in ctx.recipe.stages:
+            print_launch(ctx)
         if ctx.hardware.backend == "cpu" and "train" in ctx.recipe.stages:
             from orchestrator.stages.train import CPU_WEIGHTS
 
@@ -77,6 +87,55 @@ def handle(args: argparse.Namespace) -> int:
     if result.report:
         print(f"report:       {result.report} (and {result.report.with_suffix('.md').name} beside it)")
     return 0
+
+
+def set_node_rank(recipe, rank: int) -> None:
+    from orchestrator.errors import UsageError
+
+    nodes = recipe.train.nodes
+    if not 0 <= rank < nodes:
+        raise UsageError(f"--node-rank {rank}: the recipe's train.nodes is {nodes}; give 0 to {nodes - 1}")
+    recipe.train.node_rank = rank
+
+
+def print_launch(ctx) -> None:
+    """The DeepSpeed JSON the train stage writes (stdout, with the YAMLs), and on stderr how training is
+    launched: the exact environment LLaMA-Factory gets beyond this one, the command, each speed choice
+    with its reason, and for a multi-node training the command to start on every other node."""
+    import json
+    import os
+    import shlex
+
+    from orchestrator import distributed, speed
+    from orchestrator import llamafactory as lf
+    from orchestrator.errors import StageError
+
+    t, hw = ctx.recipe.train, ctx.hardware
+    if t.deepspeed:
+        print(f"# {ctx.run_dir / distributed.DEEPSPEED_FILE}")
+        print(json.dumps(distributed.deepspeed_config(t.deepspeed), indent=2))
+    config = ctx.run_dir / "train.yaml"
+    try:
+        argv = lf.cli_argv("train", config, float32_weights=hw.backend == "cpu")
+    except StageError:  # the train extra is not installed here; the dry run warns of it
+        argv = ["llamafactory-cli", "train", str(config)]
+    env = ctx.lf_env(train=True)
+    added = [f"{k}={v}" for k, v in sorted(env.items()) if os.environ.get(k) != v]
+    lines = [
+        f"launch: {distributed.describe(ctx.recipe, hw)}",
+        f"  cd {shlex.quote(str(ctx.run_dir))} && {shlex.join(['env', *added, *argv])}",
+        "speed:",
+        *(
+            f"  {c.key}: {'not set' if c.value is None else c.value} - {c.reason}"
+            for c in speed.train_choices(ctx.recipe, hw)
+        ),
+    ]
+    commands = distributed.node_commands(ctx.recipe, ctx.recipe_path)
+    if commands:
+        lines += [f"start the same recipe on every node (node {t.node_rank} is this one):"] + [
+            f"  {c}" for c in commands
+        ]
+    print("\n".join(lines), file=sys.stderr)
 
 
 def summary(ctx) -> list[str]:

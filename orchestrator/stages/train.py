@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from orchestrator import distributed
 from orchestrator import llamafactory as lf
 from orchestrator.context import Progress, RunContext, StageResult
 from orchestrator.errors import StageError
@@ -49,12 +50,18 @@ def train(
     on_progress: Callable[[Progress], None] | None = None,
     float32_weights: bool = False,
     on_phase: Callable[[str], None] | None = None,
+    deepspeed: dict[str, Any] | None = None,
+    writes_adapter: bool = True,
 ) -> TrainResult:
     """Write ``run_dir/train.yaml`` from ``config`` (a LLaMA-Factory train config: ``output_dir`` is where
     the adapter goes), run ``llamafactory-cli train`` with its output in ``run_dir/logs/train.log``, and
     check what it wrote: an adapter, and finite losses and weights. ``float32_weights`` (for CPU runs)
-    loads the base model's weights in float32 whatever the checkpoint's dtype."""
+    loads the base model's weights in float32 whatever the checkpoint's dtype. ``deepspeed`` is written
+    where ``config["deepspeed"]`` points; ``writes_adapter`` False: a node other than node 0 of a
+    multi-node training, which saves nothing."""
     run_dir = Path(run_dir)
+    if deepspeed is not None:
+        write_text(config["deepspeed"], json.dumps(deepspeed, indent=2) + "\n")
     config_path = write_yaml(run_dir / "train.yaml", config)
     adapter_dir = Path(config["output_dir"])
     log_path = run_dir / "logs" / "train.log"
@@ -69,6 +76,8 @@ def train(
         float32_weights=float32_weights,
         on_phase=on_phase,
     )
+    if not writes_adapter:
+        return TrainResult(adapter_dir, config_path, log_path, trainer_log)
     if not (adapter_dir / ADAPTER_FILE).is_file():
         raise StageError(f"llamafactory-cli train finished but wrote no adapter in {adapter_dir}; see {log_path}")
     losses = [r["loss"] for r in lf.read_trainer_log(trainer_log) if isinstance(r.get("loss"), (int, float))]
@@ -155,22 +164,32 @@ def run(run: RunContext) -> StageResult:
     run.ensure_model()
     _check_dataset_registered(run)
     log_path = run.logs_dir / "train.log"
+    t = run.recipe.train
     run.reporter.info(f"training on {run.hardware.describe()}; LLaMA-Factory's output goes to {log_path}")
+    run.reporter.info(f"launch: {distributed.describe(run.recipe, run.hardware)}")
+    for line in distributed.node_commands(run.recipe, run.recipe_path):
+        run.reporter.info(f"start the same recipe on {line}")
     float32 = run.hardware.backend == "cpu"
     if float32:
         run.reporter.info(CPU_WEIGHTS)
-    env = run.lf_env()
+    if distributed.uses_torchrun(t) and any(c.isspace() for c in str(run.run_dir)):
+        # LLaMA-Factory's launcher joins its arguments into one string and splits it on whitespace
+        raise StageError(f"{run.run_dir}: torchrun cannot take a path with spaces; set runs_dir to one without")
     try:
         result = train(
             config(run),
             run.run_dir,
-            env=env,
+            env=run.lf_env(train=True),
             on_progress=run.reporter.progress,
             float32_weights=float32,
             on_phase=run.reporter.info,
+            deepspeed=distributed.deepspeed_config(t.deepspeed) if t.deepspeed else None,
+            writes_adapter=t.node_rank == 0,
         )
     finally:
         _drop_cache(run)
+    if t.node_rank:
+        run.reporter.info(f"node {t.node_rank}'s share of the training is done; node 0 saves the adapter")
     if result.examples_skipped:
         run.reporter.info(f"warning: LLaMA-Factory skipped {result.examples_skipped} examples; see {log_path}")
     return StageResult(
