@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -77,9 +78,7 @@ def run_on_ray(
     if address:
         check_address(address, batch_path)
     else:
-        # The local head keeps Ray's token authentication on; a driver that joins by address uses it only
-        # when RAY_AUTH_MODE says so, and Ray reads that once, when it is first imported.
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        local_token()
     import ray
 
     with contextlib.ExitStack() as stack:
@@ -98,6 +97,18 @@ def run_on_ray(
         size_runs(runs, int(ray.cluster_resources().get("GPU", 0)), batch_path, where)
         prepare(runs, folder)
         _run_tasks(ray, runs, limit, on_update)
+
+
+def local_token() -> None:
+    """Token authentication for the local head, its workers and this driver. The head keeps Ray's token
+    authentication on, and a driver uses it only when RAY_AUTH_MODE says so (read once, when Ray is first
+    imported). Where no token is given (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token), one is
+    made for this process, in its environment only (the head and its workers inherit it): nothing is
+    written to disk, and every local head this process starts shares it, as Ray's loader keeps the first."""
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    given = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if not given and not (Path.home() / ".ray" / "auth_token").is_file():
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 
 
 @contextlib.contextmanager

@@ -47,6 +47,19 @@ def no_ray_left():
     assert wait_for(lambda: not ray_processes() - before, timeout=30), "Ray processes were left behind"
 
 
+@pytest.fixture(autouse=True)
+def no_ray_token(tmp_path, monkeypatch):
+    """A machine where Ray never made a token (no ~/.ray/auth_token, none in the environment): the local
+    head still starts, and no token is written to disk."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    yield
+    assert not (home / ".ray").exists()
+
+
 def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

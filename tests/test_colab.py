@@ -140,6 +140,9 @@ def execute(colab: Colab, tmp: Path, uploads: list[list[Path]], **params) -> Exe
         client.execute(env=env)
     except CellExecutionError as exc:
         error = exc
+    finally:  # nbclient keeps a kernel it was handed alive
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
     nbformat.write(notebook, tmp / "executed.ipynb")  # to open when a test fails
     return Execution(notebook, error, Path(params["WORK_DIR"]), tmp / "downloads")
 
